@@ -1,0 +1,1 @@
+"""Builders that turn folders of images, videos and annotations into visual sentences."""

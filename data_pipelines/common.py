@@ -1,0 +1,281 @@
+"""What every sentence builder shares: the sentence type, skip bookkeeping, file listing, reading
+images and videos, and sampling frame clips (stride, random start).
+
+A builder turns files into `ImageSentence`s. A file it cannot use (corrupt, truncated, too short,
+unmatched) is either recorded in a `SkipCounter` and skipped, or, with ``strict=True``, raised as a
+`BadInputError` naming the file. Nothing is dropped without a record.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, TextIO, TypeVar
+
+import av
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+Item = TypeVar("Item")
+Loaded = TypeVar("Loaded")
+
+
+@dataclass
+class ImageSentence:
+    """One visual sentence: images (HWC uint8 RGB, all ``size``×``size``) in the order they are read."""
+
+    images: list[np.ndarray]
+    kind: str
+    source: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class BadInputError(ValueError):
+    """A file a builder cannot use; the message starts with the file's path."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class SkipCounter:
+    """Counts the files a builder looked at and records each one it skipped, with the reason.
+
+    A builder calls `saw` for every input file it considers and `skip` for every one it leaves out;
+    `summary()` gives ``"skipped 2 of 40 files: a.mp4 (invalid data), b.png (truncated)"``.
+    With ``warn_when_done`` (what builders use when the caller passes no counter) `done()` issues
+    that summary as a warning, so skips are visible even when nobody asked for them.
+    """
+
+    files_seen: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warn_when_done: bool = False
+
+    def saw(self, n_files: int = 1) -> None:
+        self.files_seen += n_files
+
+    def skip(self, path: str | os.PathLike, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+
+    @property
+    def n_skipped(self) -> int:
+        """Distinct files skipped (one file may be skipped for several reasons, e.g. per stride)."""
+        return len({path for path, _ in self.skipped})
+
+    def summary(self) -> str:
+        head = f"skipped {self.n_skipped} of {self.files_seen} files"
+        if not self.skipped:
+            return head
+        return head + ": " + ", ".join(f"{path} ({reason})" for path, reason in self.skipped)
+
+    def report(self, stream: TextIO | None = None) -> None:
+        print(self.summary(), file=stream if stream is not None else sys.stdout)
+
+    def done(self) -> None:
+        if self.warn_when_done and self.skipped:
+            warnings.warn(self.summary(), stacklevel=3)
+
+
+def skip_counter_for(skips: SkipCounter | None) -> SkipCounter:
+    """The caller's counter, or a private one that warns at the end (so skips are never silent)."""
+    return skips if skips is not None else SkipCounter(warn_when_done=True)
+
+
+def skip_or_raise(path: str | os.PathLike, reason: str, skips: SkipCounter, strict: bool) -> None:
+    """Record `path` as skipped, or raise `BadInputError` naming it when ``strict``."""
+    if strict:
+        raise BadInputError(path, reason)
+    skips.skip(path, reason)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def natural_sort_key(text: str) -> list:
+    """Digits compare as numbers, so frame_2.png sorts before frame_10.png (zero-padded or not)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def list_files(root: str | os.PathLike, extensions: Iterable[str], recursive: bool = True) -> list[str]:
+    """Paths of files under `root` whose suffix is one of `extensions` (case-insensitive), sorted
+    naturally by path relative to `root`. Hidden files (``.name``, e.g. macOS ``._x.png``) are left
+    out; a missing `root` is an error."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: not a directory")
+    wanted = tuple(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(wanted):
+                found.append(os.path.join(dirpath, name))
+        if not recursive:
+            break
+    return sorted(found, key=lambda p: natural_sort_key(os.path.relpath(p, root)))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def read_image(path: str | os.PathLike, size: int | None) -> np.ndarray:
+    """Read an image as HWC uint8 RGB, resized to ``size``×``size`` without keeping the aspect ratio
+    (PIL's default filter, as the original's preprocessing); ``size=None`` keeps its own size.
+    Raises `BadInputError` naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+    except FileNotFoundError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadInputError(path, "not a readable image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = "truncated" if "truncated" in str(error) else f"corrupt image ({error})"
+        raise BadInputError(path, reason) from error
+    if size is not None:
+        rgb = rgb.resize((size, size))
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_image_or_skip(
+    path: str | os.PathLike, size: int | None, skips: SkipCounter, strict: bool
+) -> np.ndarray | None:
+    """`read_image`, or None after recording the skip (raises instead when ``strict``)."""
+    try:
+        return read_image(path, size)
+    except BadInputError as error:
+        skip_or_raise(path, error.reason, skips, strict)
+        return None
+
+
+def image_loader(
+    size: int | None, skips: SkipCounter, strict: bool
+) -> Callable[[str], np.ndarray | None]:
+    """`read_image_or_skip` that remembers failures: across epochs a bad file is recorded once and
+    not decoded again."""
+    bad: set[str] = set()
+
+    def load(path: str) -> np.ndarray | None:
+        if path in bad:
+            return None
+        image = read_image_or_skip(path, size, skips, strict)
+        if image is None:
+            bad.add(path)
+        return image
+
+    return load
+
+
+def read_video_frames(path: str | os.PathLike, size: int | None) -> list[np.ndarray]:
+    """Decode every frame of the first video stream as HWC uint8 RGB, resized to ``size``×``size``.
+
+    Frames are resized bilinearly because the original reads videos with OpenCV, whose resize
+    default is bilinear. Raises `BadInputError` naming the file when it cannot be opened, has no
+    video stream, fails while decoding, or yields fewer frames than its header declares (a file cut
+    short after its index, which FFmpeg otherwise decodes without complaint).
+    """
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise BadInputError(path, "no video stream")
+            stream = container.streams.video[0]
+            declared = stream.frames  # 0 when the container does not say
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                if size is not None:
+                    rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+                frames.append(rgb)
+    except BadInputError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise BadInputError(path, reason.lower()) from error
+    if not frames:
+        raise BadInputError(path, "no frames decoded")
+    if declared and len(frames) < declared:
+        raise BadInputError(path, f"truncated: decoded {len(frames)} of {declared} frames")
+    return frames
+
+
+# --- frame sampling -----------------------------------------------------------------------------
+
+def clip_span(n_frames: int, stride: int) -> int:
+    """How many consecutive source frames a clip of `n_frames` at `stride` covers."""
+    return (n_frames - 1) * stride + 1
+
+
+def clip_indices(start: int, n_frames: int, stride: int) -> list[int]:
+    return [start + i * stride for i in range(n_frames)]
+
+
+def sample_clip_start(n_available: int, n_frames: int, stride: int, rng: random.Random) -> int | None:
+    """A uniform random start such that the whole clip fits, or None when it cannot fit."""
+    last_start = n_available - clip_span(n_frames, stride)
+    if last_start < 0:
+        return None
+    return rng.randint(0, last_start)
+
+
+def largest_fitting_stride(n_available: int, n_frames: int) -> int:
+    """The largest stride at which `n_frames` fit into `n_available` frames (0 when none does)."""
+    if n_frames <= 1:
+        return sys.maxsize if n_available >= n_frames else 0
+    return max((n_available - 1) // (n_frames - 1), 0) if n_available >= n_frames else 0
+
+
+def sample_clip(
+    n_available: int, n_frames: int, max_stride: int, rng: random.Random
+) -> tuple[int, int] | None:
+    """(start, stride) with stride uniform in [1, max_stride] capped so the clip fits, and a uniform
+    random start; None when even stride 1 does not fit."""
+    if max_stride < 1:
+        raise ValueError(f"max_stride must be ≥ 1, got {max_stride}")
+    cap = min(max_stride, largest_fitting_stride(n_available, n_frames))
+    if cap < 1:
+        return None
+    stride = rng.randint(1, cap)
+    start = sample_clip_start(n_available, n_frames, stride, rng)
+    assert start is not None  # the cap guarantees it fits
+    return start, stride
+
+
+def draw_groups(
+    items: Iterable[Item],
+    group_size: int,
+    rng: random.Random,
+    load: Callable[[Item], Loaded | None],
+) -> Iterator[list[tuple[Item, Loaded]]]:
+    """One epoch of random groups: `items` in a fresh random order, cut into groups of
+    `group_size`. An item whose `load` returns None (unreadable, already recorded by `load`) is
+    passed over and the next item takes its place; the incomplete remainder is dropped, so each
+    item appears at most once per epoch."""
+    order = list(items)
+    rng.shuffle(order)
+    group: list[tuple[Item, Loaded]] = []
+    for item in order:
+        loaded = load(item)
+        if loaded is None:
+            continue
+        group.append((item, loaded))
+        if len(group) == group_size:
+            yield group
+            group = []
+
+
+def check_positive(**values: int) -> None:
+    """Refuse nonsensical counts (n_frames=0, n_shots=-1 …) up front, naming the argument."""
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {value}")

@@ -1,0 +1,1 @@
+"""LVM: Large Vision Models in PyTorch."""

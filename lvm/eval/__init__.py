@@ -1,0 +1,1 @@
+"""Held-out evaluation: model perplexity and the reference predictors."""

@@ -1,0 +1,1 @@
+"""KV-cache sampling and visual prompting."""

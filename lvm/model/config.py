@@ -1,0 +1,80 @@
+"""Model dimensions of the LVM LLaMA decoders and the size table of the original (EasyLM `vqlm_*`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+# 8192 VQ codes (ids 0..8191) + 100 reserved special ids (8192..8291); training data holds no specials.
+NUM_VQ_CODES = 8192
+VOCAB_SIZE = 8292
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Dimensions of one LLaMA-1 decoder (pre-norm RMSNorm, rotary, SwiGLU, untied head)."""
+
+    name: str = "custom"
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    vocab_size: int = VOCAB_SIZE
+    max_seq_len: int = 4096
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by "
+                f"num_heads {self.num_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"model '{self.name}': head_dim {self.head_dim} must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_parameters(self) -> int:
+        """Closed form of the spec: 2·V·d + L·(4d² + 3d·f + 2d) + d."""
+        d, f, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
+        return 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: 6·N (dense) + 12·L·d·T (attention scores), as in the PaLM appendix."""
+        seq_len = seq_len or self.max_seq_len
+        return 6 * self.num_parameters + 12 * self.num_layers * self.hidden_size * seq_len
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in SIZES:
+            raise ValueError(f"unknown model size '{name}'; expected one of {sorted(SIZES)}")
+        return replace(SIZES[name], **overrides)
+
+
+def _size(name: str, d: int, f: int, layers: int, heads: int) -> ModelConfig:
+    return ModelConfig(name=name, hidden_size=d, intermediate_size=f, num_layers=layers, num_heads=heads)
+
+
+# Exact dimensions of EasyLM's llama_model.py `vqlm_*` configs (spec §3).
+SIZES: dict[str, ModelConfig] = {
+    c.name: c
+    for c in (
+        _size("vqlm_debug", 128, 256, 2, 4),
+        _size("vqlm_100m", 640, 1664, 22, 10),
+        _size("vqlm_300m", 1024, 2688, 22, 8),
+        _size("vqlm_600m", 1536, 4096, 22, 16),
+        _size("vqlm_1b", 2048, 5504, 22, 16),
+        _size("vqlm_3b", 3200, 8640, 26, 32),
+        _size("vqlm_7b", 4096, 11008, 32, 32),
+        _size("vqlm_13b", 5120, 13824, 40, 40),
+        _size("vqlm_20b", 6144, 16128, 46, 48),
+        _size("vqlm_30b", 6656, 17920, 60, 52),
+    )
+}

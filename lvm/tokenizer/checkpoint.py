@@ -1,0 +1,170 @@
+"""Read and write the open-muse VQGAN folder layout: `config.json` + one weights file.
+
+Layout (what open-muse's `save_pretrained` writes):
+    config.json          {"_class_name": "VQGANModel", "_version": ..., "resolution": 256, ...}
+    pytorch_model.bin    a torch state dict (open-muse's only format)
+or, written by us with `safe_serialization=True` and read from any of these names,
+    model.safetensors / diffusion_pytorch_model.safetensors / pytorch_model.safetensors
+
+Loading is strict: every parameter must be present with its exact shape, nothing extra, and
+`.bin` files are read with `weights_only=True` (no pickled code runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+
+from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+
+CONFIG_NAME = "config.json"
+CLASS_NAME = "VQGANModel"
+FORMAT_VERSION = "0.1.0"  # written to `_version`; open-muse writes its own package version there
+BIN_WEIGHTS_NAME = "pytorch_model.bin"
+SAFETENSORS_WEIGHTS_NAME = "model.safetensors"
+# Looked up in this order: safetensors first (no pickle), then open-muse's torch pickle.
+WEIGHTS_NAMES = (SAFETENSORS_WEIGHTS_NAME, "diffusion_pytorch_model.safetensors", "pytorch_model.safetensors",
+                 BIN_WEIGHTS_NAME)
+# Older open-muse configs predate this switch; absent means the mid attention exists, as before it.
+OPTIONAL_FIELDS = {"no_attn_mid_block": False}
+
+
+def read_config(path: str | Path) -> VQGANConfig:
+    """Parse an open-muse `config.json` (a file, or the folder holding it) into a VQGANConfig.
+
+    Keys starting with `_` are metadata and ignored; unknown fields warn; a missing field is a
+    ValueError naming the file and the field.
+    """
+    path = Path(path)
+    config_file = path / CONFIG_NAME if path.is_dir() else path
+    try:
+        raw = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{config_file}: no VQGAN config (expected an open-muse folder with {CONFIG_NAME})")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_file}: expected a JSON object, got {type(raw).__name__}")
+    class_name = raw.get("_class_name")
+    if class_name is not None and class_name != CLASS_NAME:
+        raise ValueError(f"{config_file}: field '_class_name' is {class_name!r}, expected {CLASS_NAME!r}")
+
+    known = VQGANConfig.field_names()
+    unknown = sorted(k for k in raw if not k.startswith("_") and k not in known)
+    if unknown:
+        warnings.warn(f"{config_file}: ignoring unknown VQGAN config fields {unknown}", stacklevel=2)
+    values = {}
+    for name in known:
+        if name in raw:
+            values[name] = raw[name]
+        elif name in OPTIONAL_FIELDS:
+            values[name] = OPTIONAL_FIELDS[name]
+        else:
+            raise ValueError(f"{config_file}: missing required field '{name}' (fields expected: {known})")
+    try:
+        return VQGANConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_file}: {err}") from err
+
+
+def find_weights_file(folder: str | Path) -> Path:
+    """The weights file of an open-muse folder, safetensors preferred over `pytorch_model.bin`."""
+    folder = Path(folder)
+    for name in WEIGHTS_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: no VQGAN weights file (looked for {', '.join(WEIGHTS_NAMES)})")
+
+
+def read_state_dict(weights_file: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` or torch `.bin` file, the latter read with weights_only=True."""
+    weights_file = Path(weights_file)
+    try:
+        if weights_file.suffix == ".safetensors":
+            state = load_safetensors(str(weights_file), device=str(map_location))
+        else:
+            state = torch.load(weights_file, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt or truncated file, or a pickle holding more than tensors
+        raise ValueError(f"{weights_file}: cannot read VQGAN weights ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{weights_file}: expected a flat dict of name → tensor (a state dict)")
+    return state
+
+
+def check_state_dict(model: VQGANModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Raise a ValueError listing every missing, unexpected or wrongly shaped key of `state`."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if mismatched:
+        problems.append(f"shape mismatches {mismatched}")
+    if problems:
+        raise ValueError(f"{source}: weights do not match the VQGAN built from {CONFIG_NAME}: " + "; ".join(problems))
+
+
+def load_vqgan(path: str | Path, map_location: str | torch.device = "cpu") -> VQGANModel:
+    """Build the VQGAN described by `path/config.json` and load its weights; returned in eval mode.
+
+    `path` is an open-muse folder (config.json + model.safetensors / pytorch_model.bin).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder (expected an open-muse VQGAN folder with {CONFIG_NAME} "
+                                f"and weights)")
+    config = read_config(folder / CONFIG_NAME)
+    weights_file = find_weights_file(folder)
+    state = read_state_dict(weights_file, map_location=map_location)
+    model = VQGANModel(config)
+    check_state_dict(model, state, weights_file)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write via `write(tmp_path)` to `target.tmp`, then rename over `target` (all or nothing)."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = True) -> Path:
+    """Write `model` as an open-muse folder: config.json + model.safetensors (or pytorch_model.bin
+    when `safe_serialization` is false). Each file is written atomically; weights files of the
+    other format left from an earlier save are removed so the loader cannot pick a stale one.
+    Returns the folder.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: exists and is not a folder (save_vqgan writes a folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"_class_name": CLASS_NAME, "_version": FORMAT_VERSION, **model.config.to_dict()}
+    # Contiguous CPU copies: safetensors refuses views, and the file must not depend on the device.
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+    weights_name = SAFETENSORS_WEIGHTS_NAME if safe_serialization else BIN_WEIGHTS_NAME
+    if safe_serialization:
+        _atomic_write(folder / weights_name, lambda tmp: save_safetensors(state, str(tmp), metadata={"format": "pt"}))
+    else:
+        _atomic_write(folder / weights_name, lambda tmp: torch.save(state, tmp))
+    _atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n"))
+    for stale in WEIGHTS_NAMES:
+        if stale != weights_name and (folder / stale).is_file():
+            (folder / stale).unlink()
+    return folder

@@ -1,0 +1,80 @@
+"""Image file → [0, 1] float tensor exactly as the original LVM scripts prepare VQGAN input.
+
+PIL open → convert("RGB") → optional centre crop (a fraction of each side) → resize to
+size×size WITHOUT keeping the aspect ratio, with PIL's default filter → /255 as float32.
+No normalisation to [-1, 1]. Tensors are CHW; arrays are HWC uint8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageReadError(ValueError):
+    """An image file that PIL cannot open or decode."""
+
+
+def _center_crop(image: Image.Image, fraction: float) -> Image.Image:
+    """Keep the central `fraction` of the width and of the height."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"center_crop must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return image
+    width, height = image.size
+    left = int(round((1.0 - fraction) * width / 2))
+    top = int(round((1.0 - fraction) * height / 2))
+    right = max(left + 1, int(round((1.0 + fraction) * width / 2)))
+    bottom = max(top + 1, int(round((1.0 + fraction) * height / 2)))
+    return image.crop((left, top, right, bottom))
+
+
+def pil_to_tensor(image: Image.Image, size: int | None = 256, center_crop: float | None = None) -> torch.Tensor:
+    """PIL image → (3, size, size) float32 in [0, 1]; `size=None` keeps the image's own size."""
+    image = image.convert("RGB")
+    if center_crop is not None:
+        image = _center_crop(image, center_crop)
+    if size is not None and image.size != (size, size):
+        # No `resample=` on purpose: the original relies on PIL's default filter.
+        image = image.resize((size, size))
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def array_to_tensor(array: np.ndarray, size: int | None = 256, center_crop: float | None = None) -> torch.Tensor:
+    """HWC (or HW gray) uint8 array → (3, size, size) float32 in [0, 1], through PIL as files are."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"array_to_tensor expects uint8 pixels, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(f"array_to_tensor expects an HxW, HxWx1, HxWx3 or HxWx4 array, got shape {array.shape}")
+    return pil_to_tensor(Image.fromarray(array), size=size, center_crop=center_crop)
+
+
+def load_image(path: str | Path, size: int = 256, center_crop: float | None = None) -> torch.Tensor:
+    """Image file → (3, size, size) float32 in [0, 1]. Unreadable files raise ImageReadError (a
+    ValueError) naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so a truncated file fails here with its name attached
+            return pil_to_tensor(image, size=size, center_crop=center_crop)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        # PIL reports truncated/corrupt data as OSError and some malformed headers as SyntaxError.
+        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+
+def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float image (values clamped to [0, 1]) → (H, W, 3) uint8 array, rounded.
+    A (B, 3, H, W) batch gives (B, H, W, 3)."""
+    if image.ndim not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(f"tensor_to_uint8 expects (3, H, W) or (B, 3, H, W), got shape {tuple(image.shape)}")
+    pixels = (image.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return pixels.movedim(-3, -1).cpu().numpy()

@@ -1,0 +1,55 @@
+"""`python -m lvm.train [overrides]`: train an LVM from composed Hydra config (conf/train.yaml).
+
+Examples:
+    python -m lvm.train experiment=demo
+    python -m lvm.train experiment=demo run_name=myrun ckpt_path=last        # resume in place
+    python -m lvm.train -m experiment=demo optimizer.lr=1e-3,3e-3             # multirun sweep
+"""
+
+from __future__ import annotations
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lvm.lit_module import LVMLitModule
+from lvm.model.config import ModelConfig
+
+
+def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: ModelConfig) -> None:
+    """Refuse a config whose sequences are not whole images or do not fit the model."""
+    if seq_len % tokens_per_image:
+        raise ValueError(
+            f"data.seq_len {seq_len} is not a whole number of images of {tokens_per_image} tokens "
+            f"(data.tokens_per_image)"
+        )
+    if seq_len > model_config.max_seq_len:
+        raise ValueError(f"data.seq_len {seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Seed → instantiate data, module, callbacks, loggers, trainer → fit → final metrics."""
+    model_config: ModelConfig = instantiate(cfg.model)
+    check_sequence_fits(cfg.data.seq_len, cfg.data.tokens_per_image, model_config)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    module = LVMLitModule(model_config, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
