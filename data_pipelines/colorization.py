@@ -14,7 +14,6 @@ from data_pipelines.common import (
     check_positive,
     draw_groups,
     image_loader,
-    skip_counter_for,
 )
 
 # ITU-R BT.601 luma weights as the original writes them (they sum to 0.9999, not 1).
@@ -53,7 +52,7 @@ def colorization_sentences(
     paths = [str(p) for p in paths]
     if len(paths) < n_shots:
         raise ValueError(f"{len(paths)} images cannot fill n_shots={n_shots}")
-    skips = skip_counter_for(skips)
+    skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     skips.saw(len(paths))
     load = image_loader(size, skips, strict)
     rng = random.Random(rng_seed)
@@ -67,4 +66,3 @@ def colorization_sentences(
                 images=images, kind="colorization", source=source,
                 meta={"n_shots": n_shots, "epoch": epoch},
             )
-    skips.done()

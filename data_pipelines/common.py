@@ -49,30 +49,43 @@ class BadInputError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class SkippedInputWarning(UserWarning):
+    """Issued once per skip, naming the file, so a skip is visible even when nobody reads the counter
+    (filter this category to silence them)."""
+
+
 @dataclass
 class SkipCounter:
     """Counts the files a builder looked at and records each one it skipped, with the reason.
 
     A builder calls `saw` for every input file it considers and `skip` for every one it leaves out;
+    each skip also issues a `SkippedInputWarning` "<path>: skipped (<reason>)" unless ``warn=False``.
     `summary()` gives ``"skipped 2 of 40 files: a.mp4 (invalid data), b.png (truncated)"``.
-    With ``warn_when_done`` (what builders use when the caller passes no counter) `done()` issues
-    that summary as a warning, so skips are visible even when nobody asked for them.
     """
 
     files_seen: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    warn_when_done: bool = False
+    warn: bool = True
 
     def saw(self, n_files: int = 1) -> None:
+        """Count `n_files` more input files considered."""
         self.files_seen += n_files
 
     def skip(self, path: str | os.PathLike, reason: str) -> None:
+        """Record `path` as left out for `reason` (and warn, naming it)."""
         self.skipped.append((str(path), reason))
+        if self.warn:
+            warnings.warn(f"{path}: skipped ({reason})", SkippedInputWarning, stacklevel=2)
 
     @property
     def n_skipped(self) -> int:
         """Distinct files skipped (one file may be skipped for several reasons, e.g. per stride)."""
         return len({path for path, _ in self.skipped})
+
+    @property
+    def skipped_paths(self) -> list[str]:
+        """Distinct skipped paths, in the order they were first skipped."""
+        return list(dict.fromkeys(path for path, _ in self.skipped))
 
     def summary(self) -> str:
         head = f"skipped {self.n_skipped} of {self.files_seen} files"
@@ -81,16 +94,8 @@ class SkipCounter:
         return head + ": " + ", ".join(f"{path} ({reason})" for path, reason in self.skipped)
 
     def report(self, stream: TextIO | None = None) -> None:
+        """Print `summary()` (to stdout by default)."""
         print(self.summary(), file=stream if stream is not None else sys.stdout)
-
-    def done(self) -> None:
-        if self.warn_when_done and self.skipped:
-            warnings.warn(self.summary(), stacklevel=3)
-
-
-def skip_counter_for(skips: SkipCounter | None) -> SkipCounter:
-    """The caller's counter, or a private one that warns at the end (so skips are never silent)."""
-    return skips if skips is not None else SkipCounter(warn_when_done=True)
 
 
 def skip_or_raise(path: str | os.PathLike, reason: str, skips: SkipCounter, strict: bool) -> None:
@@ -138,7 +143,7 @@ def read_image(path: str | os.PathLike, size: int | None) -> np.ndarray:
         raise
     except Image.UnidentifiedImageError:
         raise BadInputError(path, "not a readable image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, EOFError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = "truncated" if "truncated" in str(error) else f"corrupt image ({error})"
         raise BadInputError(path, reason) from error
     if size is not None:
@@ -217,6 +222,7 @@ def clip_span(n_frames: int, stride: int) -> int:
 
 
 def clip_indices(start: int, n_frames: int, stride: int) -> list[int]:
+    """Frame indices of a clip: start, start + stride, … (`n_frames` of them)."""
     return [start + i * stride for i in range(n_frames)]
 
 

@@ -18,7 +18,6 @@ from data_pipelines.common import (
     draw_groups,
     image_loader,
     list_files,
-    skip_counter_for,
     skip_or_raise,
 )
 
@@ -79,7 +78,7 @@ def paired_sentences(
     epoch). A pair with an unreadable side is recorded once and passed over (raised when ``strict``).
     Fewer matched pairs than `n_shots` is refused."""
     check_positive(size=size, n_shots=n_shots, n_epochs=n_epochs)
-    skips = skip_counter_for(skips)
+    skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     pairs = match_pairs(input_dir, output_dir, skips, strict, extensions)
     if len(pairs) < n_shots:
         raise ValueError(
@@ -114,4 +113,3 @@ def paired_sentences(
                 source=source,
                 meta={"n_shots": n_shots, "epoch": epoch, "stems": [stem for (stem, _, _), _ in group]},
             )
-    skips.done()

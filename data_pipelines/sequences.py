@@ -17,7 +17,6 @@ from data_pipelines.common import (
     image_loader,
     list_files,
     sample_clip,
-    skip_counter_for,
     skip_or_raise,
 )
 
@@ -40,7 +39,7 @@ def sequence_sentences(
     order would be broken by leaving the frame out.
     """
     check_positive(size=size, n_frames=n_frames, max_stride=max_stride, n_epochs=n_epochs)
-    skips = skip_counter_for(skips)
+    skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     load = image_loader(size, skips, strict)
     rng = random.Random(rng_seed)
     for folder in folders:
@@ -66,7 +65,6 @@ def sequence_sentences(
                     source=chosen,
                     meta={"stride": stride, "start": start, "epoch": epoch, "folder": folder},
                 )
-    skips.done()
 
 
 def image_sentences(
@@ -85,7 +83,7 @@ def image_sentences(
     paths = [str(p) for p in paths]
     if len(paths) < n_images:
         raise ValueError(f"{len(paths)} images cannot fill a sentence of n_images={n_images}")
-    skips = skip_counter_for(skips)
+    skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     skips.saw(len(paths))
     load = image_loader(size, skips, strict)
     rng = random.Random(rng_seed)
@@ -97,4 +95,3 @@ def image_sentences(
                 source=[path for path, _ in group],
                 meta={"epoch": epoch},
             )
-    skips.done()

@@ -47,14 +47,15 @@ CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi",
 # --- writing files atomically --------------------------------------------------------------------
 
 def pick_video_codec() -> str:
-    """mpeg4 when this FFmpeg build can encode it (always in PyAV's wheels), else libx264."""
-    for name in ("mpeg4", "libx264"):
+    """libx264 (H.264, what real corpora mostly hold) when this FFmpeg build can encode it, else
+    mpeg4 (MPEG-4 part 2, built into every FFmpeg, PyAV's wheels included)."""
+    for name in ("libx264", "mpeg4"):
         try:
             av.Codec(name, "w")
             return name
         except Exception:  # av raises its own UnknownCodecError subclasses, which vary by version
             continue
-    raise RuntimeError("this PyAV build can encode neither mpeg4 nor libx264")
+    raise RuntimeError("this PyAV build can encode neither libx264 nor mpeg4")
 
 
 def write_video_file(
@@ -92,6 +93,7 @@ def write_video_file(
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
+    """Write an HWC uint8 image as PNG via a temporary name; returns the path."""
     path = str(path)
     tmp = path + ".tmp"
     Image.fromarray(image).save(tmp, format="PNG")
@@ -100,6 +102,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> str:
+    """Write `data` as JSON via a temporary name; returns the path."""
     path = str(path)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -159,6 +162,7 @@ def moving_shapes_frames(n_frames: int, size: int, rng: np.random.Generator) -> 
 
 
 def load_sample_image(name: str) -> np.ndarray:
+    """A photograph bundled with scikit-image as HWC uint8 RGB (gray ones replicated to 3 channels)."""
     image = getattr(skimage.data, name)()
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -208,13 +212,25 @@ def make_demo_corpus(
     overwrite: bool = False,
 ) -> dict:
     """Write the demo corpus under `out_dir` and return its layout (absolute paths; see
-    `load_demo_corpus`). Deterministic given the arguments: every item draws from its own
-    generator seeded by (seed, kind, split, index). When `out_dir` already holds a corpus made with
-    the same arguments it is reused unless ``overwrite``; a different one is replaced. A non-empty
-    folder without ``corpus.json`` is refused rather than written into."""
+    `load_demo_corpus`): ``{"params", "codec", "root", "train": {...}, "val": {...}}`` where each
+    split holds ``videos`` (mp4 files of `n_frames` frames), ``sequences`` (folders of
+    `n_sequence_frames` PNGs), ``images``/``edges``/``gray`` (same-stem PNG lists) and their
+    ``*_dir`` folders. All images are ``size``×``size``.
+
+    Deterministic given the arguments: every item draws from its own generator seeded by
+    (seed, kind, split, index). When `out_dir` already holds a corpus made with the same arguments
+    it is reused unless ``overwrite``; a different one is replaced. A non-empty folder without
+    ``corpus.json`` is refused rather than written into. The defaults take a few seconds on 2 cores.
+    """
     params = dict(n_videos=n_videos, n_val_videos=n_val_videos, n_frames=n_frames, size=size,
                   fps=fps, n_images=n_images, n_val_images=n_val_images, n_sequences=n_sequences,
                   n_val_sequences=n_val_sequences, n_sequence_frames=n_sequence_frames, seed=seed)
+    for name in ("n_frames", "n_sequence_frames", "fps"):
+        if params[name] < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {params[name]}")
+    for name in ("n_videos", "n_val_videos", "n_images", "n_val_images", "n_sequences", "n_val_sequences"):
+        if params[name] < 0:
+            raise ValueError(f"{name} must be ≥ 0, got {params[name]}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be even and ≥ 16 (yuv420p video), got {size}")
     out_dir = os.path.abspath(out_dir)

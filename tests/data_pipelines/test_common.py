@@ -1,0 +1,147 @@
+"""Listing, reading, skip bookkeeping and clip sampling shared by every builder."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines.common import (
+    BadInputError,
+    SkipCounter,
+    SkippedInputWarning,
+    clip_indices,
+    clip_span,
+    draw_groups,
+    image_loader,
+    list_files,
+    read_image,
+    read_image_or_skip,
+    read_video_frames,
+    sample_clip,
+    sample_clip_start,
+)
+from tests.data_pipelines.inputs import (
+    SIZE,
+    markers,
+    read_marker,
+    write_marked_video,
+    write_png,
+    write_random_bytes,
+    write_truncated_png,
+)
+
+
+def test_list_files_sorts_naturally_and_filters(tmp_path, marked_image):
+    for name in ("frame_10.png", "frame_2.PNG", "frame_1.jpg", ".hidden.png"):
+        Image.fromarray(marked_image(0)).save(tmp_path / name, format="PNG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    write_png(tmp_path / "sub" / "frame_3.png", marked_image(0))
+    found = [p.removeprefix(str(tmp_path) + "/") for p in list_files(tmp_path, [".png", ".jpg"])]
+    assert found == ["frame_1.jpg", "frame_2.PNG", "frame_10.png", "sub/frame_3.png"]
+    flat = [p.removeprefix(str(tmp_path) + "/") for p in list_files(tmp_path, ["png"], recursive=False)]
+    assert flat == ["frame_2.PNG", "frame_10.png"]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        list_files(tmp_path / "missing", [".png"])
+
+
+def test_read_image_gives_hwc_uint8_rgb(tmp_path, marked_image):
+    image = marked_image(3)
+    path = write_png(tmp_path / "a.png", image)
+    assert np.array_equal(read_image(path, None), image)
+    assert np.array_equal(read_image(path, SIZE), image)
+    small = read_image(path, 16)
+    assert small.shape == (16, 16, 3) and small.dtype == np.uint8
+    # Gray and RGBA files come back as 3-channel RGB.
+    Image.fromarray(image[..., 0]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])).save(tmp_path / "rgba.png")
+    assert read_image(tmp_path / "gray.png", SIZE).shape == (SIZE, SIZE, 3)
+    assert np.array_equal(read_image(tmp_path / "rgba.png", SIZE), image)
+
+
+@pytest.mark.parametrize("make_bad", ["truncated", "random"])
+def test_read_image_names_the_corrupt_file(tmp_path, marked_image, make_bad):
+    path = tmp_path / "bad.png"
+    if make_bad == "truncated":
+        write_truncated_png(path, marked_image(1))
+    else:
+        write_random_bytes(path)
+    with pytest.raises(BadInputError) as caught:
+        read_image(path, SIZE)
+    assert caught.value.path == str(path) and str(caught.value).startswith(str(path))
+
+
+def test_read_image_or_skip_records_warns_or_raises(tmp_path, marked_image):
+    bad = write_truncated_png(tmp_path / "bad.png", marked_image(1))
+    skips = SkipCounter()
+    with pytest.warns(SkippedInputWarning, match="bad.png"):
+        assert read_image_or_skip(bad, SIZE, skips, strict=False) is None
+    assert skips.n_skipped == 1 and skips.skipped_paths == [str(bad)]
+    with pytest.raises(BadInputError, match="bad.png"):
+        read_image_or_skip(bad, SIZE, SkipCounter(), strict=True)
+
+
+def test_image_loader_records_a_bad_file_once(tmp_path, marked_image):
+    bad = str(write_truncated_png(tmp_path / "bad.png", marked_image(1)))
+    skips = SkipCounter(warn=False)
+    load = image_loader(SIZE, skips, strict=False)
+    assert load(bad) is None and load(bad) is None
+    assert skips.skipped == [(bad, "truncated")]
+
+
+def test_skip_counter_summary_and_report():
+    skips = SkipCounter(warn=False)
+    skips.saw(3)
+    skips.skip("a.mp4", "invalid data")
+    skips.skip("a.mp4", "too short for stride 2")
+    skips.skip("b.png", "truncated")
+    assert skips.n_skipped == 2
+    assert skips.summary().startswith("skipped 2 of 3 files: a.mp4 (invalid data)")
+    out = io.StringIO()
+    skips.report(out)
+    assert "b.png (truncated)" in out.getvalue()
+    assert SkipCounter().summary() == "skipped 0 of 0 files"
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_read_video_frames_in_time_order(tmp_path, codec):
+    path = write_marked_video(tmp_path / "v.mp4", n_frames=12, codec=codec)
+    frames = read_video_frames(path, None)
+    assert len(frames) == 12 and frames[0].shape == (SIZE, SIZE, 3) and frames[0].dtype == np.uint8
+    assert markers(frames) == list(range(12))
+    resized = read_video_frames(path, 16)
+    assert resized[0].shape == (16, 16, 3) and read_marker(np.kron(resized[5], np.ones((2, 2, 1)))) == 5
+
+
+def test_read_video_frames_names_corrupt_and_truncated_files(tmp_path):
+    with pytest.raises(BadInputError, match="junk.mp4"):
+        read_video_frames(write_random_bytes(tmp_path / "junk.mp4"), SIZE)
+    good = write_marked_video(tmp_path / "v.mp4", n_frames=12)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(BadInputError, match="cut.mp4"):
+        read_video_frames(cut, SIZE)
+
+
+def test_clip_sampling_fits_and_is_seeded():
+    assert clip_span(4, 3) == 10 and clip_indices(2, 4, 3) == [2, 5, 8, 11]
+    assert sample_clip_start(9, 4, 3, random.Random(0)) is None
+    assert sample_clip(3, 4, 2, random.Random(0)) is None
+    draws = [sample_clip(20, 5, 4, random.Random(seed)) for seed in range(50)]
+    for start, stride in draws:
+        assert 1 <= stride <= 4 and start + clip_span(5, stride) <= 20
+    assert {stride for _, stride in draws} == {1, 2, 3, 4}
+    # With 9 frames and 5 per clip only strides 1 and 2 fit: the cap keeps every draw valid.
+    assert {sample_clip(9, 5, 4, random.Random(seed))[1] for seed in range(50)} == {1, 2}
+    assert draws == [sample_clip(20, 5, 4, random.Random(seed)) for seed in range(50)]
+    with pytest.raises(ValueError, match="max_stride"):
+        sample_clip(10, 2, 0, random.Random(0))
+
+
+def test_draw_groups_passes_over_unloadable_items():
+    groups = list(draw_groups(range(10), 3, random.Random(0), lambda i: None if i == 4 else i * i))
+    flat = [item for group in groups for item, _ in group]
+    assert len(groups) == 3 and all(len(g) == 3 for g in groups)
+    assert 4 not in flat and len(set(flat)) == 9
+    assert all(loaded == item * item for group in groups for item, loaded in group)

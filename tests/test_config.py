@@ -1,0 +1,128 @@
+"""Every config group composes, and instantiates where this machine can run it."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+from lvm.model import LLaMA, ModelConfig
+from lvm.model.config import SIZES
+from lvm.train import check_sequence_fits, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture()
+def compose_train(tmp_path):
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}", *overrides])
+
+    return _compose
+
+
+def test_every_group_has_options():
+    for group in ("model", "data", "trainer", "optimizer", "scheduler", "callbacks", "logger", "paths", "experiment",
+                  "tokenizer"):
+        assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_sizes_compose_to_the_size_table(compose_train, name):
+    config = instantiate(compose_train(f"model={name}").model)
+    assert isinstance(config, ModelConfig)
+    assert config == SIZES[name]
+    with torch.device("meta"):
+        assert LLaMA(config).embed_tokens.weight.shape == (8292, config.hidden_size)
+
+
+def test_unknown_model_size_is_an_error_listing_the_sizes(compose_train):
+    with pytest.raises(MissingConfigException) as error:
+        compose_train("model=vqlm_5b")
+    assert "vqlm_5b" in str(error.value) and "vqlm_7b" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["cpu", "ddp"])
+def test_cpu_trainers_instantiate(compose_train, name):
+    trainer = instantiate(compose_train(f"trainer={name}").trainer)
+    assert isinstance(trainer, pl.Trainer)
+    assert trainer.max_steps == 1000 and trainer.gradient_clip_val == 1.0
+    if name == "ddp":
+        assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
+
+
+def test_fsdp_strategy_instantiates_and_wraps_blocks(compose_train):
+    cfg = compose_train("trainer=fsdp")
+    strategy = instantiate(cfg.trainer.strategy)
+    assert type(strategy).__name__ == "FSDPStrategy"
+    assert "Block" in repr(strategy.kwargs["auto_wrap_policy"])
+    assert cfg.trainer.precision == "bf16-mixed"
+    # the full trainer needs GPUs: on this machine that is Lightning's own clear refusal
+    with pytest.raises(MisconfigurationException, match="GPU"):
+        instantiate(cfg.trainer)
+
+
+def test_gpu_trainer_composes_and_names_what_is_missing(compose_train):
+    cfg = compose_train("trainer=gpu")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    if not torch.cuda.is_available():
+        with pytest.raises(MisconfigurationException, match="GPU"):
+            instantiate(cfg.trainer)
+
+
+def test_xla_trainer_composes_and_names_what_is_missing(compose_train):
+    cfg = compose_train("trainer=xla")
+    assert (cfg.trainer.accelerator, cfg.trainer.strategy) == ("tpu", "xla")
+    with pytest.raises((MisconfigurationException, ModuleNotFoundError, RuntimeError), match="(?i)xla|tpu"):
+        instantiate(cfg.trainer)
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_mixtures_instantiate(compose_train, name):
+    cfg = compose_train(f"data={name}")
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, pl.LightningDataModule)
+    check_sequence_fits(cfg.data.seq_len, cfg.data.tokens_per_image, instantiate(cfg.model))
+
+
+def test_optimizer_scheduler_callbacks_loggers_instantiate(compose_train):
+    cfg = compose_train()
+    model = torch.nn.Linear(2, 2)
+    optimizer = instantiate(cfg.optimizer)(model)
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    assert optimizer.param_groups[0]["lr"] == 0.0  # warmup starts from zero
+    assert scheduler.lr_lambdas[0](cfg.scheduler.warmup_steps) == 1.0
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "LearningRateMonitor"}
+    for name in options("logger"):
+        (logger,) = [instantiate(c) for c in compose_train(f"logger={name}").logger.values()]
+        assert isinstance(logger, pl.loggers.Logger)
+
+
+def test_demo_experiment_composes(compose_train):
+    cfg = compose_train("experiment=demo")
+    assert cfg.model.name == "vqlm_debug" and cfg.task_name == "demo"
+    assert cfg.data.seq_len % cfg.data.tokens_per_image == 0
+    assert cfg.scheduler.decay_steps == cfg.trainer.max_steps
+
+
+def test_demo_root_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=["paths.output_dir=/tmp/x"])
+    tokenizer = instantiate(cfg.tokenizer)
+    assert tokenizer.tokens_per_image * cfg.images_per_sentence == 128
+
+
+def test_sequence_of_partial_images_is_refused_before_training(compose_train):
+    cfg = compose_train("experiment=demo", "data.seq_len=120")
+    with pytest.raises(ValueError, match="data.seq_len 120 is not a whole number of images of 16 tokens"):
+        train(cfg)
