@@ -2,8 +2,9 @@
 images and videos, and sampling frame clips (stride, random start).
 
 A builder turns files into `ImageSentence`s. A file it cannot use (corrupt, truncated, too short,
-unmatched) is either recorded in a `SkipCounter` and skipped, or, with ``strict=True``, raised as a
-`BadInputError` naming the file. Nothing is dropped without a record.
+unmatched) is either recorded in a `SkipCounter` and skipped (with a `SkippedInputWarning` naming
+it), or, with ``strict=True``, raised as a `BadInputError` naming the file. Nothing is dropped
+without a record.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class SkipCounter:
         return list(dict.fromkeys(path for path, _ in self.skipped))
 
     def summary(self) -> str:
+        """One line: how many files were skipped of how many seen, and each skip with its reason."""
         head = f"skipped {self.n_skipped} of {self.files_seen} files"
         if not self.skipped:
             return head
@@ -184,9 +186,12 @@ def read_video_frames(path: str | os.PathLike, size: int | None) -> list[np.ndar
     """Decode every frame of the first video stream as HWC uint8 RGB, resized to ``size``×``size``.
 
     Frames are resized bilinearly because the original reads videos with OpenCV, whose resize
-    default is bilinear. Raises `BadInputError` naming the file when it cannot be opened, has no
-    video stream, fails while decoding, or yields fewer frames than its header declares (a file cut
-    short after its index, which FFmpeg otherwise decodes without complaint).
+    default is bilinear (PIL's bilinear also antialiases when shrinking; OpenCV's does not). The
+    whole video is held in memory: fine for clips, not for hour-long files.
+
+    Raises `BadInputError` naming the file when it cannot be opened, has no video stream, fails
+    while decoding, or yields fewer frames than its header declares (a file cut short after its
+    index, which FFmpeg otherwise decodes without complaint).
     """
     frames: list[np.ndarray] = []
     try:

@@ -2,7 +2,7 @@
 
 import json
 import os
-import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -105,7 +105,7 @@ def test_deterministic_given_seed(tmp_path, small_corpus):
     again = make_demo_corpus(tmp_path / "again", **SMALL_CORPUS)
     for key in ("images", "edges", "gray"):
         for a, b in zip(small_corpus["train"][key], again["train"][key]):
-            assert open(a, "rb").read() == open(b, "rb").read()
+            assert Path(a).read_bytes() == Path(b).read_bytes()
     for a, b in zip(small_corpus["val"]["videos"], again["val"]["videos"]):
         assert all(np.array_equal(x, y) for x, y in zip(read_video_frames(a, None), read_video_frames(b, None)))
     frames = [moving_shapes_frames(4, SIZE, np.random.default_rng(s)) for s in (0, 0, 1)]
@@ -133,9 +133,7 @@ def test_reuse_overwrite_and_refusals(tmp_path):
         make_demo_corpus(tmp_path / "none", **dict(small, n_frames=0))
 
 
-def test_defaults_are_quick(tmp_path):
-    started = time.perf_counter()
+def test_defaults_make_the_documented_corpus(tmp_path):
     corpus = make_demo_corpus(tmp_path / "demo")
-    elapsed = time.perf_counter() - started
-    assert elapsed < 30, f"make_demo_corpus() with its defaults took {elapsed:.1f} s"
-    assert len(read_video_frames(corpus["val"]["videos"][0], None)) >= 8
+    assert (len(corpus["train"]["videos"]), len(corpus["val"]["videos"])) == (48, 8)
+    assert len(read_video_frames(corpus["val"]["videos"][0], None)) == 16

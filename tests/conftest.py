@@ -1,0 +1,48 @@
+"""Fixtures shared across the suite: tiny shards in the demo layout, made once per session."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvm.data.shards import ShardWriter, VisualSentence
+
+TOKENS_PER_IMAGE = 16
+IMAGES_PER_SENTENCE = 8
+
+
+def make_sentence(kind: str, rng: np.random.Generator) -> VisualSentence:
+    """Learnable token patterns: video frames drift slowly, pairs map x to a fixed shift, sequences repeat."""
+    n = TOKENS_PER_IMAGE
+    if kind == "video":
+        frame = rng.integers(0, 64, n)
+        frames = []
+        for _ in range(IMAGES_PER_SENTENCE):
+            frames.append(frame.copy())
+            frame[rng.integers(0, n)] = rng.integers(0, 64)
+    elif kind == "paired":
+        frames = []
+        for _ in range(IMAGES_PER_SENTENCE // 2):
+            x = rng.integers(64, 128, n)
+            frames += [x, x + 64]
+    else:
+        frames = [rng.integers(0, 256, n)] * IMAGES_PER_SENTENCE
+    tokens = np.concatenate(frames).astype(np.uint16)
+    return VisualSentence(tokens=tokens, kind=kind, source=[f"{kind}.synthetic"], n_images=IMAGES_PER_SENTENCE)
+
+
+def write_demo_shards(root: Path, n_train: int = 48, n_val: int = 8, seed: int = 0) -> Path:
+    """<root>/shards/{train,val}/{video,paired,sequence}/manifest.json, as `python -m lvm.demo` writes them."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("val", n_val)):
+        for kind in ("video", "paired", "sequence"):
+            with ShardWriter(root / "shards" / split / kind, max_samples_per_shard=16, tokens_per_image=TOKENS_PER_IMAGE) as w:
+                for _ in range(count):
+                    w.write(make_sentence(kind, rng))
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory) -> Path:
+    """A data_dir holding small demo-layout shards (read-only for tests)."""
+    return write_demo_shards(tmp_path_factory.mktemp("demo_data"))
