@@ -91,8 +91,10 @@ class VQGANLitModule(pl.LightningModule):
             "codebook_weight": float(codebook_weight), "dead_code_restart_every": int(dead_code_restart_every),
         })
         self.vqgan = VQGANModel(vqgan_config)
-        # Step at which each code was last picked by a training batch; a buffer so it survives resume.
-        self.register_buffer("code_last_used", torch.zeros(vqgan_config.num_embeddings, dtype=torch.long))
+        # Step at which each code was last picked by a training batch (-1: never); a buffer so it
+        # survives resume. Never-used codes are restarted at the first check, which moves the tiny
+        # uniform(-1/K, 1/K) initial codebook onto the encoder's outputs.
+        self.register_buffer("code_last_used", torch.full((vqgan_config.num_embeddings,), -1, dtype=torch.long))
         self._latents_for_restart: torch.Tensor | None = None
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (spec §6)
         self.val_code_usage = CodeUsage(vqgan_config.num_embeddings)
@@ -102,15 +104,22 @@ class VQGANLitModule(pl.LightningModule):
         return self.vqgan(images)[0]
 
     def compute_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Total, reconstruction and VQ losses of a batch, plus the codes (B, h·w) and latents."""
-        hp = self.hparams
+        """Total, reconstruction and VQ losses of a batch (straight-through estimator), plus the
+        reconstructions, codes (B, h·w) and un-quantised latents."""
         latents = self.vqgan.encode_latents(images)
         z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
         reconstructions = self.vqgan.decode(z_q)
+        losses = self._weighted_losses(images, reconstructions, vq_loss)
+        return losses | {"codes": codes, "latents": latents, "reconstructions": reconstructions}
+
+    def _weighted_losses(self, images: torch.Tensor, reconstructions: torch.Tensor,
+                         vq_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """loss = rec_loss + codebook_weight·vq_loss, rec_loss = l1_weight·L1 + l2_weight·L2."""
+        hp = self.hparams
         rec_loss = (hp.l1_weight * F.l1_loss(reconstructions, images)
                     + hp.l2_weight * F.mse_loss(reconstructions, images))
         loss = rec_loss + hp.codebook_weight * vq_loss
-        return {"loss": loss, "rec_loss": rec_loss, "vq_loss": vq_loss, "codes": codes, "latents": latents}
+        return {"loss": loss, "rec_loss": rec_loss, "vq_loss": vq_loss}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         out = self.compute_losses(_images_of(batch))
@@ -165,10 +174,14 @@ class VQGANLitModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images = _images_of(batch)
-        out = self.compute_losses(images)
-        reconstructions = self.vqgan.decode(self.vqgan.quantize.get_codebook_entry(out["codes"]))
+        # What inference does (codes → codebook rows → decoder), not the straight-through sum,
+        # whose float rounding differs slightly from the codebook rows.
+        latents = self.vqgan.encode_latents(images)
+        z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
+        reconstructions = self.vqgan.decode(self.vqgan.quantize.get_codebook_entry(codes))
+        out = self._weighted_losses(images, reconstructions, vq_loss)
         self.val_psnr.update(reconstructions.clamp(0.0, 1.0), images)
-        self.val_code_usage.update(out["codes"])
+        self.val_code_usage.update(codes)
         self.log("val/loss", out["loss"], sync_dist=True)
         self.log("val/rec_loss", out["rec_loss"], sync_dist=True)
 

@@ -1,0 +1,137 @@
+"""Fit a VQGAN on in-memory uint8 images with a Lightning Trainer, for the end-to-end demo.
+
+`fit_tokenizer(train_images, val_images, config, max_steps, ...)` → (trained VQGANModel in eval
+mode, {"psnr", "codebook_usage", "code_perplexity"} on val_images).
+`reconstruction_psnr(model, images_uint8)` → dB of uint8 images against their encode → decode
+round trip, rounded back to uint8 as a saved PNG would be.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from lvm.tokenizer.codec import decode_codes, encode_images
+from lvm.tokenizer.lit_module import CodeUsage, VQGANLitModule
+from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+
+
+class UInt8ImageDataset(Dataset):
+    """(N, H, W, 3) uint8 array → items (3, H, W) float32 in [0, 1], randomly mirrored left-right
+    when `flip` (a free augmentation: the demo's shapes and photographs have no handedness)."""
+
+    def __init__(self, images: np.ndarray, flip: bool = False) -> None:
+        self.images = torch.from_numpy(_check_uint8_images(images, "images"))
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.images[index].permute(2, 0, 1).float().div_(255.0)
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image
+
+
+def _check_uint8_images(images: np.ndarray, name: str) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{name}: expected a uint8 array (N, H, W, 3), got {images.dtype} {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name}: no images")
+    return np.ascontiguousarray(images)
+
+
+def _uint8_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def _round_trip(model: VQGANModel, images: np.ndarray, batch_size: int):
+    """Yield (original uint8-valued float, reconstruction rounded to uint8 values, codes) per chunk."""
+    for start in range(0, images.shape[0], batch_size):
+        chunk = _uint8_to_tensor(images[start:start + batch_size])
+        codes = encode_images(model, chunk, batch_size=batch_size)
+        decoded = decode_codes(model, codes, batch_size=batch_size)  # clamped to [0, 1]
+        yield chunk.mul(255.0).round_(), decoded.mul(255.0).round_(), codes
+
+
+def reconstruction_psnr(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> float:
+    """PSNR in dB (data range 255) of (N, H, W, 3) uint8 images against encode → decode → uint8,
+    over all pixels of all images (one MSE, not a mean of per-image PSNRs)."""
+    return evaluate_tokenizer(model, images_uint8, batch_size)["psnr"]
+
+
+def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> dict[str, float]:
+    """{"psnr" (dB, uint8 round trip), "codebook_usage" (fraction of codes used), "code_perplexity"}."""
+    images = _check_uint8_images(images_uint8, "images_uint8")
+    psnr = PeakSignalNoiseRatio(data_range=255.0)
+    usage = CodeUsage(model.config.num_embeddings)
+    for original, reconstruction, codes in _round_trip(model, images, batch_size):
+        psnr.update(reconstruction, original)
+        usage.update(codes)
+    codebook_usage, perplexity = usage.compute()
+    return {"psnr": float(psnr.compute()), "codebook_usage": codebook_usage, "code_perplexity": perplexity}
+
+
+def fit_tokenizer(
+    train_images: np.ndarray,
+    val_images: np.ndarray,
+    config: VQGANConfig | Mapping,
+    max_steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 2e-4,
+    default_root_dir: str | os.PathLike = "outputs/tokenizer",
+    seed: int = 0,
+    logger: bool = True,
+    enable_progress_bar: bool = True,
+    dead_code_restart_every: int = 25,
+    val_check_interval: int | None = None,
+    accelerator: str = "cpu",
+) -> tuple[VQGANModel, dict[str, float]]:
+    """Train a VQGAN from scratch on uint8 images (N, R, R, 3), R = config.resolution.
+
+    Runs `max_steps` optimizer steps of `batch_size` images (random left-right flips) with a
+    Lightning Trainer logging to TensorBoard under `default_root_dir` (no checkpoints: save the
+    returned model with `save_vqgan`). Validates every `val_check_interval` steps (default: four
+    times per run). Returns the model in eval mode and its metrics on `val_images`.
+    """
+    if isinstance(config, Mapping):
+        config = VQGANConfig(**{k: v for k, v in config.items() if not str(k).startswith("_")})
+    train_images = _check_uint8_images(train_images, "train_images")
+    val_images = _check_uint8_images(val_images, "val_images")
+    for name, images in (("train_images", train_images), ("val_images", val_images)):
+        if images.shape[1:3] != (config.resolution, config.resolution):
+            raise ValueError(f"{name}: images are {images.shape[1]}x{images.shape[2]} but the VQGAN config has "
+                             f"resolution {config.resolution}; resize them first")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = VQGANLitModule(config.to_dict(), learning_rate=learning_rate,
+                            dead_code_restart_every=dead_code_restart_every)
+    batch_size = min(batch_size, train_images.shape[0])
+    train_loader = DataLoader(UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True,
+                              drop_last=True)
+    val_loader = DataLoader(UInt8ImageDataset(val_images), batch_size=max(batch_size, 64))
+    if val_check_interval is None:
+        val_check_interval = max(1, max_steps // 4)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, max_steps=max_steps, default_root_dir=str(default_root_dir),
+        logger=TensorBoardLogger(str(default_root_dir), name="tokenizer") if logger else False,
+        enable_checkpointing=False, enable_progress_bar=enable_progress_bar, enable_model_summary=False,
+        # Count validation in steps across epochs: the demo's epochs are a few dozen steps long.
+        val_check_interval=min(val_check_interval, max_steps), check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=min(10, max_steps),
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    model = module.vqgan.cpu().eval()
+    return model, evaluate_tokenizer(model, val_images)
