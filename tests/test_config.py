@@ -6,9 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import MissingConfigException
+from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 from lvm.model import LLaMA, ModelConfig
 from lvm.model.config import SIZES
@@ -67,7 +66,7 @@ def test_fsdp_strategy_instantiates_and_wraps_blocks(compose_train):
     assert "Block" in repr(strategy.kwargs["auto_wrap_policy"])
     assert cfg.trainer.precision == "bf16-mixed"
     # the full trainer needs GPUs: on this machine that is Lightning's own clear refusal
-    with pytest.raises(MisconfigurationException, match="GPU"):
+    with pytest.raises(InstantiationException, match="No supported gpu backend"):
         instantiate(cfg.trainer)
 
 
@@ -75,14 +74,14 @@ def test_gpu_trainer_composes_and_names_what_is_missing(compose_train):
     cfg = compose_train("trainer=gpu")
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     if not torch.cuda.is_available():
-        with pytest.raises(MisconfigurationException, match="GPU"):
+        with pytest.raises(InstantiationException, match="No supported gpu backend"):
             instantiate(cfg.trainer)
 
 
 def test_xla_trainer_composes_and_names_what_is_missing(compose_train):
     cfg = compose_train("trainer=xla")
     assert (cfg.trainer.accelerator, cfg.trainer.strategy) == ("tpu", "xla")
-    with pytest.raises((MisconfigurationException, ModuleNotFoundError, RuntimeError), match="(?i)xla|tpu"):
+    with pytest.raises(InstantiationException, match="torch_xla"):
         instantiate(cfg.trainer)
 
 
