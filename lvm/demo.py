@@ -24,7 +24,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from data_pipelines.common import ImageSentence
+from data_pipelines.common import ImageSentence, SkipCounter
 from data_pipelines.demo_sentences import demo_sentences
 from data_pipelines.synthetic import make_demo_corpus
 from data_pipelines.to_shards import images_to_tensor, write_sentence_shards
@@ -117,6 +117,7 @@ def print_summary(summary: dict) -> None:
         table.add_row("LVM loss, video frames 2+", f"{summary['val_loss_video_after_first_frame']:.3f}")
         table.add_row("copy-last-frame baseline, video frames 2+", f"{summary['copy_last_frame_loss']:.3f}")
     Console().print(table)
+    print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
     print(f"The LVM {verdict} the unigram baseline; it "
           f"{'beats' if summary.get('beats_copy_last_frame') else 'does not beat'} copy-last-frame on video.")
@@ -132,7 +133,9 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("%s done in %.1f s", name, timings[name])
 
     corpus = make_demo_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
-    sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed) for split in ("train", "val")}
+    skips = SkipCounter()  # unreadable files are reported by name as they are met, and counted here
+    sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips)
+                 for split in ("train", "val")}
     lap("corpus")
 
     vqgan_config = instantiate(cfg.tokenizer)
@@ -171,6 +174,7 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
         "beats_copy_last_frame": report.get("val_loss_video_after_first_frame", np.inf)
         < report.get("copy_last_frame_loss", -np.inf),
         "prompt_rows": [label for label, *_ in rows],
+        "skipped_files": skips.n_skipped,
         "seconds": timings,
         "run_dir": str(run_dir),
     }

@@ -36,14 +36,16 @@ def continue_image_codes(
     if max_images < 2:
         raise ValueError(f"the model's max_seq_len {model.config.max_seq_len} holds fewer than 2 images of {n} tokens")
     context = context_codes[-(max_images - 1) :].reshape(1, -1)  # (1, images·n)
-    rows, written = 1, []
-    while len(written) < n_new_images:
+    written: list[torch.Tensor] = []  # chunks of (n_candidates, images, n)
+    n_written = 0
+    while n_written < n_new_images:
         in_context = context.shape[1] // n
-        chunk = min(max_images - in_context, n_new_images - len(written))
-        new = generate_tokens(model, context, chunk * n, sampling, n_candidates if rows == 1 else 1, generator)
-        rows = new.shape[0]
-        context = torch.cat([context.expand(rows, -1), new], dim=1)[:, -(max_images - 1) * n :]
-        written.append(new.view(rows, chunk, n))
+        chunk = min(max_images - in_context, n_new_images - n_written)
+        # Candidates fork on the first chunk only; afterwards each row continues its own candidate.
+        new = generate_tokens(model, context, chunk * n, sampling, 1 if written else n_candidates, generator)
+        context = torch.cat([context.expand(new.shape[0], -1), new], dim=1)[:, -(max_images - 1) * n :]
+        written.append(new.view(new.shape[0], chunk, n))
+        n_written += chunk
     return torch.cat(written, dim=1)
 
 
