@@ -141,14 +141,15 @@ class VQGANLitModule(pl.LightningModule):
         self._latents_for_restart = None
 
     @torch.no_grad()
-    def restart_dead_codes(self, latents: torch.Tensor, window: int) -> int:
-        """Re-initialise codes unused in the last `window` steps from random rows of `latents`
-        (B, D, h, w); returns how many were restarted. Identical on every process."""
-        step = self.global_step
+    def restart_dead_codes(self, latents: torch.Tensor, window: int, step: int | None = None) -> int:
+        """Re-initialise codes unused in steps [step − window, step) from random rows of `latents`
+        (B, D, h, w); returns how many were restarted. `step` defaults to the number of optimizer
+        steps done. Identical on every process."""
+        step = self.global_step if step is None else step
         # Codes used on any process count as alive (a no-op without distributed training).
         last_used = self.trainer.strategy.reduce(self.code_last_used.clone(), reduce_op="max") \
             if self._trainer is not None and self.trainer.world_size > 1 else self.code_last_used
-        dead = torch.nonzero(last_used <= step - 1 - window).flatten()
+        dead = torch.nonzero(last_used < step - window).flatten()
         if dead.numel() == 0:
             return 0
         flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])

@@ -344,8 +344,10 @@ class VectorQuantizer(nn.Module):
         With `return_loss`, loss = mse(sg(z_q), z) + β·mse(z_q, sg(z)) and z_q carries the
         straight-through gradient to z.
         """
+        b, d, h, w = z.shape
         codes = self.get_code(z)
-        z_q = self.get_codebook_entry(codes)
+        # Reshape by z's own (h, w): forward also serves non-square latents, unlike decode_code.
+        z_q = self.embedding(codes).reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
         loss = None
         if return_loss:
             # First term moves the encoder, second the codebook (open-muse's order; keep the numbers).

@@ -71,7 +71,7 @@ def test_quantizer_picks_nearest_codebook_entry_against_brute_force():
 
 def test_codebook_init_is_uniform_within_one_over_k():
     quantizer = VectorQuantizer(num_embeddings=128, embedding_dim=16, commitment_cost=0.25)
-    weight = quantizer.embedding.weight
+    weight = quantizer.embedding.weight.detach()
     assert float(weight.abs().max()) <= 1 / 128
     assert float(weight.abs().max()) > 0.9 / 128  # spread over the range, not all near zero
 

@@ -1,0 +1,46 @@
+"""fit_tokenizer and reconstruction_psnr on a few tiny uint8 images."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lvm.tokenizer.train import fit_tokenizer, reconstruction_psnr
+from lvm.tokenizer.vqgan import VQGANModel
+
+
+def uint8_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, size)[None, :, None]
+    start, end = rng.uniform(0, 255, (n, 1, 1, 3)), rng.uniform(0, 255, (n, 1, 1, 3))
+    return np.broadcast_to(start + (end - start) * ramp, (n, size, size, 3)).round().astype(np.uint8)
+
+
+def test_reconstruction_psnr_is_the_uint8_round_trip_psnr(model):
+    images = uint8_images(5)
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        decoded = model.decode_code(model.get_code(x)).clamp(0, 1)
+    reconstruction = (decoded.permute(0, 2, 3, 1).numpy() * 255).round()
+    mse = np.mean((reconstruction - images.astype(np.float64)) ** 2)
+    assert reconstruction_psnr(model, images, batch_size=2) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-3)
+
+
+def test_fit_tokenizer_trains_logs_and_returns_an_eval_model(tmp_path, config):
+    model, metrics = fit_tokenizer(uint8_images(8), uint8_images(4, seed=1), config.to_dict(), max_steps=3,
+                                   batch_size=4, learning_rate=1e-3, default_root_dir=tmp_path,
+                                   enable_progress_bar=False)
+    assert isinstance(model, VQGANModel) and not model.training and model.config == config
+    assert set(metrics) == {"psnr", "codebook_usage", "code_perplexity"}
+    assert metrics["psnr"] == pytest.approx(reconstruction_psnr(model, uint8_images(4, seed=1)))
+    assert 0 < metrics["codebook_usage"] <= 1 and 1 <= metrics["code_perplexity"] <= config.num_embeddings
+    assert list(tmp_path.rglob("events.out.tfevents.*"))  # TensorBoard logs under default_root_dir
+
+
+def test_fit_tokenizer_refuses_images_of_the_wrong_size(tmp_path, config):
+    with pytest.raises(ValueError, match="resolution 32"):
+        fit_tokenizer(uint8_images(4, size=64), uint8_images(2), config, max_steps=1, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="uint8"):
+        fit_tokenizer(uint8_images(4).astype(np.float32), uint8_images(2), config, max_steps=1,
+                      default_root_dir=tmp_path)
