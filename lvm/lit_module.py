@@ -48,14 +48,15 @@ class LVMLitModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", accuracy)
+        batch_size = batch["input_ids"].shape[0]  # said explicitly: batches also carry non-tensor fields
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/acc", accuracy, batch_size=batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
         self.val_loss.update(loss, weight=batch["labels"].numel())
-        self.log("val/acc", accuracy, sync_dist=True)
+        self.log("val/acc", accuracy, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # token-weighted mean over all ranks

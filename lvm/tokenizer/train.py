@@ -89,6 +89,7 @@ def fit_tokenizer(
     max_steps: int,
     batch_size: int = 32,
     learning_rate: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.9),
     default_root_dir: str | os.PathLike = "outputs/tokenizer",
     seed: int = 0,
     logger: bool = True,
@@ -116,7 +117,7 @@ def fit_tokenizer(
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = VQGANLitModule(config.to_dict(), learning_rate=learning_rate,
+    module = VQGANLitModule(config.to_dict(), learning_rate=learning_rate, betas=tuple(betas),
                             dead_code_restart_every=dead_code_restart_every)
     batch_size = min(batch_size, train_images.shape[0])
     train_loader = DataLoader(UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True,
