@@ -55,14 +55,18 @@ def write_shards(sentences: dict[str, list[ImageSentence]], vqgan: VQGANModel, o
                               config={"builder": "lvm.demo", "kind": kind})
 
 
-def train_lvm(cfg: DictConfig, run_dir: Path) -> tuple[LVMLitModule, dict[str, float]]:
-    """Compose conf/train.yaml with experiment=demo on our shards, train, reload the last checkpoint."""
+def compose_lvm_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """conf/train.yaml with experiment=demo, reading the shards and writing logs under `run_dir`."""
     overrides = ["experiment=demo", f"paths.data_dir={run_dir}", f"paths.output_dir={run_dir / 'lvm'}",
                  f"seed={cfg.seed}", *cfg.lvm_overrides]
-    train_cfg = hydra.compose("train", overrides=overrides)
-    metrics = train(train_cfg)
-    module = LVMLitModule.load_from_checkpoint(run_dir / "lvm" / "checkpoints" / "last.ckpt", weights_only=True)
-    return module.eval(), metrics
+    return hydra.compose("train", overrides=overrides)
+
+
+def train_lvm(train_cfg: DictConfig) -> LVMLitModule:
+    """Train with `lvm.train.train`, then reload the last checkpoint (what users would load)."""
+    train(train_cfg)
+    checkpoint = Path(train_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return LVMLitModule.load_from_checkpoint(checkpoint, weights_only=True).eval()
 
 
 def prompt_rows(
@@ -147,12 +151,13 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
     vqgan = load_vqgan(run_dir / "tokenizer")  # what users will load: proves the saved layout
     lap("tokenizer")
 
-    vocab_size = hydra.compose("train", overrides=["experiment=demo"]).model.vocab_size
+    train_cfg = compose_lvm_config(cfg, run_dir)
+    vocab_size = train_cfg.model.vocab_size
     for split in ("train", "val"):
         write_shards(sentences[split], vqgan, run_dir / "shards" / split, vocab_size)
     lap("shards")
 
-    module, _ = train_lvm(cfg, run_dir)
+    module = train_lvm(train_cfg)
     lap("lvm")
 
     train_set = [s for k in KINDS for s in read_sentences(str(run_dir / "shards" / "train" / k), vocab_size)]
