@@ -1,14 +1,13 @@
 import math
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lvm.lit_module import LVMLitModule, next_token_loss
 from lvm.model import ModelConfig
 from lvm.optim import build_adamw, warmup_cosine_scheduler
-from functools import partial
 
 CONFIG = ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=48)
 
