@@ -5,9 +5,10 @@ quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-th
 (`VQGANModel.forward(x, return_loss=True)`). No perceptual or adversarial loss: those need
 pretrained networks or a discriminator, and the tests and demo must run offline on a CPU.
 
-Optional dead-code restart: every `dead_code_restart_every` steps, codes that no batch picked in
-that window are re-initialised from random encoder outputs of the current batch (as in
-SoundStream / Jukebox), which keeps small codebooks from collapsing onto a few entries.
+Optional dead-code restart: at the first step every code, and then every `dead_code_restart_every`
+steps the codes that no batch picked in that window, are re-initialised from random encoder
+outputs of the current batch (as in SoundStream / Jukebox), which keeps small codebooks from
+collapsing onto a few entries.
 """
 
 from __future__ import annotations
@@ -122,10 +123,18 @@ class VQGANLitModule(pl.LightningModule):
         return {"loss": loss, "rec_loss": rec_loss, "vq_loss": vq_loss}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        out = self.compute_losses(_images_of(batch))
-        self.log("train/loss", out["loss"], prog_bar=True)
-        self.log("train/rec_loss", out["rec_loss"])
-        self.log("train/vq_loss", out["vq_loss"])
+        images = _images_of(batch)
+        if self.hparams.dead_code_restart_every and self.global_step == 0 and batch_idx == 0:
+            # Step 0: every code is unused, so all start from encoder outputs. Left at the tiny
+            # uniform(±1/K) init, the codebook pulls the latents towards zero and a handful of
+            # codes take every position (the decoder then sees no information at all).
+            with torch.no_grad():
+                self.restart_dead_codes(self.vqgan.encode_latents(images), window=0)
+        out = self.compute_losses(images)
+        n = images.shape[0]  # explicit: Lightning cannot infer it from a TensorDataset's tuple batch
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
+        self.log("train/rec_loss", out["rec_loss"], batch_size=n)
+        self.log("train/vq_loss", out["vq_loss"], batch_size=n)
         if self.hparams.dead_code_restart_every:
             self.code_last_used[out["codes"].unique()] = self.global_step
             self._latents_for_restart = out["latents"].detach()
@@ -137,7 +146,7 @@ class VQGANLitModule(pl.LightningModule):
         # global_step has already been advanced past the step whose codes were recorded.
         if every and self.global_step % every == 0 and self._latents_for_restart is not None:
             restarted = self.restart_dead_codes(self._latents_for_restart, window=every)
-            self.log("train/restarted_codes", float(restarted))
+            self.log("train/restarted_codes", float(restarted), batch_size=1)
         self._latents_for_restart = None
 
     @torch.no_grad()
@@ -160,7 +169,8 @@ class VQGANLitModule(pl.LightningModule):
             new_rows = self.trainer.strategy.broadcast(new_rows, src=0)
         weight = self.vqgan.quantize.embedding.weight
         weight[dead] = new_rows.to(weight.dtype)
-        self.code_last_used[dead] = step
+        # As if last used just before `step`: a restarted code must be picked within the next window.
+        self.code_last_used[dead] = step - 1
         self._reset_optimizer_rows(weight, dead)
         return int(dead.numel())
 
@@ -178,13 +188,13 @@ class VQGANLitModule(pl.LightningModule):
         # What inference does (codes → codebook rows → decoder), not the straight-through sum,
         # whose float rounding differs slightly from the codebook rows.
         latents = self.vqgan.encode_latents(images)
-        z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
+        _, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
         reconstructions = self.vqgan.decode(self.vqgan.quantize.get_codebook_entry(codes))
         out = self._weighted_losses(images, reconstructions, vq_loss)
         self.val_psnr.update(reconstructions.clamp(0.0, 1.0), images)
         self.val_code_usage.update(codes)
-        self.log("val/loss", out["loss"], sync_dist=True)
-        self.log("val/rec_loss", out["rec_loss"], sync_dist=True)
+        self.log("val/loss", out["loss"], sync_dist=True, batch_size=images.shape[0])
+        self.log("val/rec_loss", out["rec_loss"], sync_dist=True, batch_size=images.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         usage, perplexity = self.val_code_usage.compute()

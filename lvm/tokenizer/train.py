@@ -89,7 +89,7 @@ def fit_tokenizer(
     max_steps: int,
     batch_size: int = 32,
     learning_rate: float = 2e-4,
-    betas: tuple[float, float] = (0.5, 0.9),
+    betas: tuple[float, float] = (0.9, 0.99),
     default_root_dir: str | os.PathLike = "outputs/tokenizer",
     seed: int = 0,
     logger: bool = True,
@@ -100,10 +100,14 @@ def fit_tokenizer(
 ) -> tuple[VQGANModel, dict[str, float]]:
     """Train a VQGAN from scratch on uint8 images (N, R, R, 3), R = config.resolution.
 
-    Runs `max_steps` optimizer steps of `batch_size` images (random left-right flips) with a
+    Runs `max_steps` AdamW steps of `batch_size` images (random left-right flips) with a
     Lightning Trainer logging to TensorBoard under `default_root_dir` (no checkpoints: save the
     returned model with `save_vqgan`). Validates every `val_check_interval` steps (default: four
     times per run). Returns the model in eval mode and its metrics on `val_images`.
+
+    `betas` default to (0.9, 0.99), not the GAN-style (0.5, 0.9) of VQGANLitModule: without a
+    discriminator the latter gave lower PSNR and used 7 % of a 512-code book (against 61 %) after
+    400 steps on the demo images.
     """
     if isinstance(config, Mapping):
         config = VQGANConfig(**{k: v for k, v in config.items() if not str(k).startswith("_")})
