@@ -103,6 +103,80 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def encode_sample(
+    sentence: VisualSentence, key: str, vocab_size: int, tokens_per_image: int, where: str
+) -> dict[str, Any]:
+    """A sentence as a webdataset sample {"__key__", "tokens.npy", "json"}, after checking its ids are
+    < `vocab_size` and its images hold `tokens_per_image` tokens; errors start with `where`."""
+    top = int(sentence.tokens.max())
+    if top >= vocab_size:
+        raise ValueError(f"{where}: field 'tokens' holds id {top} ≥ vocab_size {vocab_size}")
+    if sentence.tokens_per_image != tokens_per_image:
+        raise ValueError(
+            f"{where}: {sentence.n_images} images of {sentence.tokens_per_image} tokens, but this shard set "
+            f"has tokens_per_image={tokens_per_image}"
+        )
+    clash = sorted(set(sentence.meta) & set(_RESERVED_JSON_KEYS))
+    if clash:
+        raise ValueError(f"{where}: meta keys {clash} are reserved for the sample's own fields")
+    info = {
+        "kind": sentence.kind,
+        "source": sentence.source,
+        "n_images": sentence.n_images,
+        "tokens_per_image": sentence.tokens_per_image,
+        **sentence.meta,
+    }
+    return {"__key__": key, "tokens.npy": _encode_npy(sentence.tokens), "json": json.dumps(info).encode()}
+
+
+def write_shard_file(
+    path: str | os.PathLike, sentences: list[VisualSentence], keys: list[str], vocab_size: int, tokens_per_image: int
+) -> dict[str, Any]:
+    """Write one complete shard atomically (`path`.tmp, fsync, rename); returns its manifest entry
+    {"path": name, "samples", "tokens"} plus "kinds" {kind: tokens}."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    kinds: dict[str, int] = {}
+    try:
+        with open(tmp, "wb") as file:
+            tar = wds.TarWriter(file, encoder=False, mtime=0)
+            for sentence, key in zip(sentences, keys, strict=True):
+                tar.write(encode_sample(sentence, key, vocab_size, tokens_per_image, f"{path} (sample {key})"))
+                kinds[sentence.kind] = kinds.get(sentence.kind, 0) + len(sentence.tokens)
+            tar.close()
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": path.name, "samples": len(sentences), "tokens": sum(kinds.values()), "kinds": kinds}
+
+
+def manifest_dict(
+    shards: list[dict[str, Any]], kinds: dict[str, int], tokens_per_image: int | None, vocab_size: int,
+    config: dict | None, **extra: Any,
+) -> dict[str, Any]:
+    """The manifest.json object of a shard set (`shards`: {"path", "samples", "tokens"} each)."""
+    return {
+        "version": MANIFEST_VERSION,
+        "shards": [{k: shard[k] for k in ("path", "samples", "tokens")} for shard in shards],
+        "samples": sum(s["samples"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "kinds": kinds,
+        "tokens_per_image": tokens_per_image,
+        "vocab_size": vocab_size,
+        "config": config,
+        **extra,
+    }
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write `out_dir`/manifest.json atomically; returns its path."""
+    path = Path(out_dir) / MANIFEST_NAME
+    _write_json_atomic(path, manifest)
+    return path
+
+
 class ShardWriter:
     """Writes visual sentences into `{prefix}-{i:06d}.tar` shards of at most `max_samples_per_shard` samples.
 
@@ -180,36 +254,17 @@ class ShardWriter:
             raise RuntimeError(f"ShardWriter({self.out_dir}) is closed")
         key = f"{self._count:09d}"
         where = f"{self.out_dir / (self._shards[-1]['path'] if self._tar else self._shard_name())} (sample {key})"
-        tokens = sentence.tokens
-        top = int(tokens.max())
-        if top >= self.vocab_size:
-            raise ValueError(f"{where}: field 'tokens' holds id {top} ≥ vocab_size {self.vocab_size}")
         if self.tokens_per_image is None:
             self.tokens_per_image = sentence.tokens_per_image
-        elif sentence.tokens_per_image != self.tokens_per_image:
-            raise ValueError(
-                f"{where}: {sentence.n_images} images of {sentence.tokens_per_image} tokens, but this shard set "
-                f"has tokens_per_image={self.tokens_per_image}"
-            )
-        clash = sorted(set(sentence.meta) & set(_RESERVED_JSON_KEYS))
-        if clash:
-            raise ValueError(f"{where}: meta keys {clash} are reserved for the sample's own fields")
-        info = {
-            "kind": sentence.kind,
-            "source": sentence.source,
-            "n_images": sentence.n_images,
-            "tokens_per_image": sentence.tokens_per_image,
-            **sentence.meta,
-        }
-        sample = {"__key__": key, "tokens.npy": _encode_npy(tokens), "json": json.dumps(info).encode()}
+        sample = encode_sample(sentence, key, self.vocab_size, self.tokens_per_image, where)
         if self._tar is None:
             self._open_shard()
         self._tar.write(sample)
         self._count += 1
         shard = self._shards[-1]
         shard["samples"] += 1
-        shard["tokens"] += len(tokens)
-        self._kinds[sentence.kind] = self._kinds.get(sentence.kind, 0) + len(tokens)
+        shard["tokens"] += len(sentence.tokens)
+        self._kinds[sentence.kind] = self._kinds.get(sentence.kind, 0) + len(sentence.tokens)
         if shard["samples"] >= self.max_samples_per_shard:
             self._finish_shard()
         return key
@@ -218,18 +273,9 @@ class ShardWriter:
         """Finish the open shard and write the manifest atomically; returns the manifest."""
         if self._tar is not None:
             self._finish_shard()
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "shards": self._shards,
-            "samples": sum(s["samples"] for s in self._shards),
-            "tokens": sum(s["tokens"] for s in self._shards),
-            "kinds": self._kinds,
-            "tokens_per_image": self.tokens_per_image,
-            "vocab_size": self.vocab_size,
-            "config": self.config,
-        }
+        manifest = manifest_dict(self._shards, self._kinds, self.tokens_per_image, self.vocab_size, self.config)
         if not self._closed:
-            _write_json_atomic(self.out_dir / MANIFEST_NAME, manifest)
+            write_manifest(self.out_dir, manifest)
         self._closed = True
         return manifest
 

@@ -32,16 +32,25 @@ def _center_crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((left, top, right, bottom))
 
 
-def pil_to_tensor(image: Image.Image, size: int | None = 256, center_crop: float | None = None) -> torch.Tensor:
-    """PIL image → (3, size, size) float32 in [0, 1]; `size=None` keeps the image's own size."""
+def pil_to_array(image: Image.Image, size: int | None = 256, center_crop: float | None = None) -> np.ndarray:
+    """PIL image → (size, size, 3) uint8 RGB; `size=None` keeps the image's own size."""
     image = image.convert("RGB")
     if center_crop is not None:
         image = _center_crop(image, center_crop)
     if size is not None and image.size != (size, size):
         # No `resample=` on purpose: the original relies on PIL's default filter.
         image = image.resize((size, size))
-    array = np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, H, W) float32 in [0, 1], the division the original does (x / 255)."""
     return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def pil_to_tensor(image: Image.Image, size: int | None = 256, center_crop: float | None = None) -> torch.Tensor:
+    """PIL image → (3, size, size) float32 in [0, 1]; `size=None` keeps the image's own size."""
+    return uint8_to_tensor(pil_to_array(image, size=size, center_crop=center_crop))
 
 
 def array_to_tensor(array: np.ndarray, size: int | None = 256, center_crop: float | None = None) -> torch.Tensor:
@@ -56,19 +65,25 @@ def array_to_tensor(array: np.ndarray, size: int | None = 256, center_crop: floa
     return pil_to_tensor(Image.fromarray(array), size=size, center_crop=center_crop)
 
 
-def load_image(path: str | Path, size: int = 256, center_crop: float | None = None) -> torch.Tensor:
-    """Image file → (3, size, size) float32 in [0, 1]. Unreadable files raise ImageReadError (a
-    ValueError) naming the file."""
+def read_image_array(path: str | Path, size: int = 256, center_crop: float | None = None) -> np.ndarray:
+    """Image file → (size, size, 3) uint8 RGB, prepared as the original prepares it. Unreadable
+    files raise ImageReadError (a ValueError) naming the file."""
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so a truncated file fails here with its name attached
-            return pil_to_tensor(image, size=size, center_crop=center_crop)
+            return pil_to_array(image, size=size, center_crop=center_crop)
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         # PIL reports truncated/corrupt data as OSError and some malformed headers as SyntaxError.
         raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+
+def load_image(path: str | Path, size: int = 256, center_crop: float | None = None) -> torch.Tensor:
+    """Image file → (3, size, size) float32 in [0, 1]. Unreadable files raise ImageReadError (a
+    ValueError) naming the file."""
+    return uint8_to_tensor(read_image_array(path, size=size, center_crop=center_crop))
 
 
 def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -315,11 +315,15 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
 
     def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
-        """Squared L2 distances (N, D) x codebook → (N, K), as ‖z‖² + ‖e‖² − 2 z·e."""
-        codebook = self.embedding.weight
-        z_sq = z_flat.pow(2).sum(dim=1, keepdim=True)
-        e_sq = codebook.pow(2).sum(dim=1).unsqueeze(0)
-        return torch.addmm(z_sq + e_sq, z_flat, codebook.t(), alpha=-2.0)
+        """Squared L2 distances (N, D) x codebook → (N, K), as ‖z‖² + ‖e‖² − 2 z·e, in float32."""
+        # Always fp32, also under bf16/fp16 autocast: ‖z‖² + ‖e‖² − 2 z·e cancels heavily, and in
+        # half precision near-ties would pick different codes than the fp32 original.
+        with torch.autocast(z_flat.device.type, enabled=False):
+            codebook = self.embedding.weight.float()
+            z_flat = z_flat.float()
+            z_sq = z_flat.pow(2).sum(dim=1, keepdim=True)
+            e_sq = codebook.pow(2).sum(dim=1).unsqueeze(0)
+            return torch.addmm(z_sq + e_sq, z_flat, codebook.t(), alpha=-2.0)
 
     def get_code(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) latents → (B, h*w) int64 codes."""
