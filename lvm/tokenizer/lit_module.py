@@ -1,14 +1,38 @@
 """VQGANLitModule: trains the open-muse VQGAN on [0, 1] images (the original ships no such code).
 
-Loss = l1_weight·|x̂ − x| + l2_weight·(x̂ − x)² + codebook_weight·VQ loss, where the VQ loss is the
-quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
-(`VQGANModel.forward(x, return_loss=True)`). No perceptual or adversarial loss: those need
-pretrained networks or a discriminator, and the tests and demo must run offline on a CPU.
+Generator loss, each term optional through its weight:
 
-Optional dead-code restart: at the first step every code, and then every `dead_code_restart_every`
-steps the codes that no batch picked in that window, are re-initialised from random encoder
-outputs of the current batch (as in SoundStream / Jukebox), which keeps small codebooks from
-collapsing onto a few entries.
+    loss = rec + perceptual_weight·LPIPS + codebook_weight·VQ + λ·L_G
+    rec  = l1_weight·|x̂ − x| + l2_weight·(x̂ − x)²
+
+- VQ is the quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
+  (`VQGANModel.quantize(z, return_loss=True)`); with EMA codebook updates only the first term
+  (the one that moves the encoder) remains.
+- LPIPS (`lvm.tokenizer.perceptual`, VGG16) is read from local files `lpips_vgg_path` (torchvision
+  VGG16 weights) and `lpips_heads_path` (lpips' vgg.pth; default: the copy inside torchmetrics).
+  Nothing is downloaded: with perceptual_weight > 0 and no VGG path, a warning says the term is
+  skipped and training goes on without it. The frozen network is left out of checkpoints.
+- L_G is the patch discriminator's generator loss (`lvm.tokenizer.discriminator`, hinge or
+  vanilla), weighted by taming's adaptive λ = disc_weight·‖∇_W(rec + perceptual)‖ / (‖∇_W L_G‖ + 1e-4)
+  at the decoder's last conv W, and 0 before step `disc_start`. With disc_weight > 0 the module
+  uses manual optimization with two AdamW optimizers (VQGAN, discriminator; same lr and betas); the
+  discriminator is trained from `disc_start` on, on the same batch after the VQGAN step, and a batch
+  still counts as one global step. Without a discriminator it keeps automatic optimization.
+
+Codebook:
+- `codebook_init`: "uniform" keeps the open-muse uniform(±1/K) init; "kmeans" sets the codebook at
+  the first step to k-means centres (k-means++ seeds, a few Lloyd iterations) of that batch's
+  encoder outputs.
+- `codebook_ema_decay` > 0: VQ-VAE-2 style EMA updates after each step — per code an EMA of the
+  number of latents assigned (cluster size) and of their sum; code = sum / Laplace-smoothed size.
+  The codebook then gets no gradient (and is not in the optimizer).
+- `dead_code_restart_every` > 0: at the first step every code (unless k-means set them), and then
+  every N steps the codes that no batch picked in that window, are re-initialised from random
+  encoder outputs of the current batch (as in SoundStream / Jukebox), which keeps small codebooks
+  from collapsing onto a few entries.
+
+Validation logs loss, PSNR and SSIM (data range 1), codebook usage and code perplexity, and, when a
+TensorBoardLogger is attached, a grid of originals (top row) above their reconstructions.
 """
 
 from __future__ import annotations
@@ -18,10 +42,17 @@ from collections.abc import Mapping, Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics import Metric
-from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lvm.tokenizer.discriminator import (GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss,
+                                         generator_loss)
+from lvm.tokenizer.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+
+CODEBOOK_INITS = ("uniform", "kmeans")
 
 
 def codebook_statistics(counts: torch.Tensor) -> tuple[float, float]:
@@ -54,6 +85,67 @@ class CodeUsage(Metric):
         return codebook_statistics(self.counts)
 
 
+def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """(N, D) x (K, D) → (N, K) squared L2 distances, as the quantizer computes them."""
+    return torch.addmm(points.pow(2).sum(1, keepdim=True) + centers.pow(2).sum(1).unsqueeze(0),
+                       points, centers.t(), alpha=-2.0)
+
+
+def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """k-means++ seeding: each next centre is a point drawn with probability ∝ its squared distance
+    to the nearest centre so far (plain random seeds often put two centres in one cluster)."""
+    n = points.shape[0]
+    first = int(torch.randint(0, n, (1,), generator=generator))
+    centers = points.new_empty(k, points.shape[1])
+    centers[0] = points[first]
+    nearest = _squared_distances(points, centers[:1]).squeeze(1).clamp_min(0)
+    for i in range(1, k):
+        total = nearest.sum()
+        weights = nearest / total if total > 0 else torch.ones_like(nearest) / n
+        pick = int(torch.multinomial(weights, 1, generator=generator))
+        centers[i] = points[pick]
+        nearest = torch.minimum(nearest, _squared_distances(points, centers[i:i + 1]).squeeze(1).clamp_min(0))
+    return centers
+
+
+def kmeans(points: torch.Tensor, k: int, iterations: int = 10, generator: torch.Generator | None = None
+           ) -> torch.Tensor:
+    """k centres (k, D) of points (N, D): k-means++ seeds, then `iterations` Lloyd steps. With
+    N < k the seeds are random points repeated with a little noise. A centre that loses all its
+    points stays put."""
+    n = points.shape[0]
+    if n >= k:
+        centers = _kmeans_plus_plus(points, k, generator)
+    else:
+        picks = torch.randint(0, n, (k,), generator=generator).to(points.device)
+        noise = torch.randn(k, points.shape[1], generator=generator).to(points.device)
+        centers = points[picks] + 0.01 * points.std() * noise  # repeats must not coincide
+    for _ in range(iterations):
+        assign = _squared_distances(points, centers).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=k).to(points.dtype)
+        sums = torch.zeros_like(centers).index_add_(0, assign, points)
+        filled = counts > 0
+        centers[filled] = sums[filled] / counts[filled].unsqueeze(1)
+    return centers
+
+
+def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, padding: int = 2,
+                        pad_value: float = 1.0) -> torch.Tensor:
+    """One (3, H', W') image: the originals (B, 3, H, W) in the top row, their reconstructions
+    below, `padding` pixels of `pad_value` around and between images (make_grid's layout)."""
+    if originals.shape != reconstructions.shape:
+        raise ValueError(f"reconstruction_grid: {tuple(originals.shape)} originals vs "
+                         f"{tuple(reconstructions.shape)} reconstructions")
+    b, c, h, w = originals.shape
+    grid = originals.new_full((c, padding + 2 * (h + padding), padding + b * (w + padding)), pad_value)
+    for row, images in enumerate((originals, reconstructions)):
+        top = padding + row * (h + padding)
+        for i, image in enumerate(images):
+            left = padding + i * (w + padding)
+            grid[:, top:top + h, left:left + w] = image
+    return grid
+
+
 def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The (B, 3, H, W) image tensor of a batch: a tensor, the first item of a tuple/list
     (TensorDataset), or the "images" entry of a dict."""
@@ -64,8 +156,14 @@ def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch
     return batch[0]
 
 
+def _no_closure() -> None:
+    return None
+
+
 class VQGANLitModule(pl.LightningModule):
-    """Trains `self.vqgan` (a VQGANModel) on batches of float images (B, 3, R, R) in [0, 1]."""
+    """Trains `self.vqgan` (a VQGANModel) on batches of float images (B, 3, R, R) in [0, 1].
+
+    `self.perceptual` (frozen LPIPS) and `self.discriminator` (PatchGAN) are None when off."""
 
     def __init__(
         self,
@@ -77,77 +175,224 @@ class VQGANLitModule(pl.LightningModule):
         l2_weight: float = 1.0,
         codebook_weight: float = 1.0,
         dead_code_restart_every: int = 0,
+        codebook_init: str = "uniform",
+        kmeans_iterations: int = 10,
+        codebook_ema_decay: float = 0.0,
+        codebook_ema_eps: float = 1e-5,
+        perceptual_weight: float = 0.0,
+        lpips_vgg_path: str | None = None,
+        lpips_heads_path: str | None = None,
+        disc_weight: float = 0.0,
+        disc_start: int = 0,
+        disc_loss: str = "hinge",
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        num_logged_images: int = 8,
     ) -> None:
         super().__init__()
         if isinstance(config, VQGANConfig):
             config = config.to_dict()
         vqgan_config = VQGANConfig(**{k: v for k, v in dict(config).items() if not str(k).startswith("_")})
-        if dead_code_restart_every < 0:
-            raise ValueError(f"dead_code_restart_every must be >= 0 (0 = off), got {dead_code_restart_every}")
+        _check_options(dead_code_restart_every=dead_code_restart_every, codebook_init=codebook_init,
+                       kmeans_iterations=kmeans_iterations, codebook_ema_decay=codebook_ema_decay,
+                       perceptual_weight=perceptual_weight, disc_weight=disc_weight, disc_start=disc_start,
+                       disc_loss=disc_loss, num_logged_images=num_logged_images)
         # Plain dicts, lists and numbers only: Lightning checkpoints must load with weights_only=True.
         self.save_hyperparameters({
             "config": vqgan_config.to_dict(), "learning_rate": float(learning_rate),
             "betas": tuple(float(b) for b in betas), "weight_decay": float(weight_decay),
             "l1_weight": float(l1_weight), "l2_weight": float(l2_weight),
             "codebook_weight": float(codebook_weight), "dead_code_restart_every": int(dead_code_restart_every),
+            "codebook_init": str(codebook_init), "kmeans_iterations": int(kmeans_iterations),
+            "codebook_ema_decay": float(codebook_ema_decay), "codebook_ema_eps": float(codebook_ema_eps),
+            "perceptual_weight": float(perceptual_weight),
+            "lpips_vgg_path": None if lpips_vgg_path is None else str(lpips_vgg_path),
+            "lpips_heads_path": None if lpips_heads_path is None else str(lpips_heads_path),
+            "disc_weight": float(disc_weight), "disc_start": int(disc_start), "disc_loss": str(disc_loss),
+            "disc_channels": int(disc_channels), "disc_layers": int(disc_layers),
+            "num_logged_images": int(num_logged_images),
         })
         self.vqgan = VQGANModel(vqgan_config)
         # Step at which each code was last picked by a training batch (-1: never); a buffer so it
         # survives resume. Never-used codes are restarted at the first check, which moves the tiny
         # uniform(-1/K, 1/K) initial codebook onto the encoder's outputs.
         self.register_buffer("code_last_used", torch.full((vqgan_config.num_embeddings,), -1, dtype=torch.long))
-        self._latents_for_restart: torch.Tensor | None = None
+        if self.uses_ema:
+            codebook = self.vqgan.quantize.embedding.weight
+            codebook.requires_grad_(False)  # moved by the EMA only
+            # Every code starts as if one latent equal to itself had been assigned to it: an unused
+            # code then keeps its value (sum and size decay together) instead of being divided by ~0.
+            self.register_buffer("ema_cluster_size", torch.ones(vqgan_config.num_embeddings))
+            self.register_buffer("ema_embed_sum", codebook.detach().clone())
+
+        self.perceptual = None
+        if perceptual_weight > 0:
+            if lpips_vgg_path is None:
+                rank_zero_warn(f"perceptual_weight={perceptual_weight} but no lpips_vgg_path is set: the perceptual "
+                               f"(LPIPS) loss is skipped and training goes on without it. Nothing is downloaded; "
+                               f"point lpips_vgg_path at torchvision's VGG16 weights (vgg16-397923af.pth).")
+            else:
+                self.perceptual = load_lpips(lpips_vgg_path, lpips_heads_path)
+        self.discriminator = (NLayerDiscriminator(vqgan_config.num_channels, disc_channels, disc_layers)
+                              if disc_weight > 0 else None)
+        # Two optimizers need manual optimization; without a discriminator nothing changes.
+        self.automatic_optimization = self.discriminator is None
+
+        self._pending_codebook_update: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._logged_samples: tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (spec §6)
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_code_usage = CodeUsage(vqgan_config.num_embeddings)
+
+    @property
+    def uses_ema(self) -> bool:
+        """Whether the codebook follows EMA updates instead of its gradient."""
+        return self.hparams.codebook_ema_decay > 0
+
+    def gan_active(self, step: int) -> bool:
+        """Whether the GAN terms count (and the discriminator trains) at optimizer step `step`."""
+        return self.discriminator is not None and step >= self.hparams.disc_start
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions (B, 3, R, R), not clamped."""
         return self.vqgan(images)[0]
 
-    def compute_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    # --- losses ----------------------------------------------------------------------------------
+
+    def compute_losses(self, images: torch.Tensor, step: int | None = None) -> dict[str, torch.Tensor]:
         """Total, reconstruction and VQ losses of a batch (straight-through estimator), plus the
-        reconstructions, codes (B, h·w) and un-quantised latents."""
+        reconstructions, codes (B, h·w) and un-quantised latents. With a discriminator and a
+        `step` ≥ disc_start, also the generator loss `g_loss` and its adaptive weight `d_weight`
+        (which need gradients: call it with grad enabled)."""
         latents = self.vqgan.encode_latents(images)
         z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
+        if self.uses_ema:
+            # Only the term that moves the encoder: the codebook follows the EMA, not a gradient.
+            vq_loss = F.mse_loss(latents, z_q.detach())
         reconstructions = self.vqgan.decode(z_q)
         losses = self._weighted_losses(images, reconstructions, vq_loss)
+        if step is not None and self.gan_active(step):
+            g_loss = generator_loss(self.discriminator(reconstructions), self.hparams.disc_loss)
+            d_weight = adaptive_weight(losses["nll"], g_loss, self.vqgan.decoder.conv_out.weight,
+                                       self.hparams.disc_weight)
+            losses["loss"] = losses["loss"] + d_weight * g_loss
+            losses |= {"g_loss": g_loss, "d_weight": d_weight}
         return losses | {"codes": codes, "latents": latents, "reconstructions": reconstructions}
 
     def _weighted_losses(self, images: torch.Tensor, reconstructions: torch.Tensor,
                          vq_loss: torch.Tensor) -> dict[str, torch.Tensor]:
-        """loss = rec_loss + codebook_weight·vq_loss, rec_loss = l1_weight·L1 + l2_weight·L2."""
+        """loss = nll + codebook_weight·vq_loss, nll = rec_loss (+ perceptual_weight·LPIPS),
+        rec_loss = l1_weight·L1 + l2_weight·L2."""
         hp = self.hparams
         rec_loss = (hp.l1_weight * F.l1_loss(reconstructions, images)
                     + hp.l2_weight * F.mse_loss(reconstructions, images))
-        loss = rec_loss + hp.codebook_weight * vq_loss
-        return {"loss": loss, "rec_loss": rec_loss, "vq_loss": vq_loss}
+        out = {"rec_loss": rec_loss, "vq_loss": vq_loss}
+        nll = rec_loss
+        if self.perceptual is not None:
+            out["perceptual_loss"] = self.perceptual(reconstructions, images).mean()
+            nll = rec_loss + hp.perceptual_weight * out["perceptual_loss"]
+        return out | {"nll": nll, "loss": nll + hp.codebook_weight * vq_loss}
+
+    # --- training --------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = _images_of(batch)
-        if self.hparams.dead_code_restart_every and self.global_step == 0 and batch_idx == 0:
-            # Step 0: every code is unused, so all start from encoder outputs. Left at the tiny
-            # uniform(±1/K) init, the codebook pulls the latents towards zero and a handful of
-            # codes take every position (the decoder then sees no information at all).
-            with torch.no_grad():
-                self.restart_dead_codes(self.vqgan.encode_latents(images), window=0)
-        out = self.compute_losses(images)
+        step = self.global_step  # optimizer steps done before this batch
+        if step == 0 and batch_idx == 0:
+            self.initialise_codebook(images)
+        out = self.compute_losses(images) if self.automatic_optimization else self._manual_step(images, step)
         n = images.shape[0]  # explicit: Lightning cannot infer it from a TensorDataset's tuple batch
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
-        self.log("train/rec_loss", out["rec_loss"], batch_size=n)
-        self.log("train/vq_loss", out["vq_loss"], batch_size=n)
+        for name in ("rec_loss", "vq_loss", "perceptual_loss", "g_loss", "d_weight", "d_loss", "logits_real",
+                     "logits_fake"):
+            if name in out:
+                self.log(f"train/{name}", out[name], batch_size=n)
         if self.hparams.dead_code_restart_every:
-            self.code_last_used[out["codes"].unique()] = self.global_step
-            self._latents_for_restart = out["latents"].detach()
+            self.code_last_used[out["codes"].unique()] = step
+        if self.hparams.dead_code_restart_every or self.uses_ema:
+            self._pending_codebook_update = (out["latents"].detach(), out["codes"])
         return out["loss"]
+
+    def _manual_step(self, images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One VQGAN step, then (from disc_start on) one discriminator step on the same batch."""
+        opt_vqgan, opt_disc = self.optimizers()
+        with self.toggled_optimizer(opt_vqgan):  # no gradients into the discriminator here
+            out = self.compute_losses(images, step=step)
+            opt_vqgan.zero_grad()
+            self.manual_backward(out["loss"])
+            opt_vqgan.step()
+        if self.gan_active(step):
+            with self.toggled_optimizer(opt_disc):
+                logits_real = self.discriminator(images)
+                logits_fake = self.discriminator(out["reconstructions"].detach())
+                d_loss = discriminator_loss(logits_real, logits_fake, self.hparams.disc_loss)
+                opt_disc.zero_grad()
+                self.manual_backward(d_loss)
+                # Through the strategy (precision plugin, hooks) but not `opt_disc.step()`: in manual
+                # optimization every LightningOptimizer.step advances global_step (Lightning issue
+                # 17958), which would make max_steps, checkpoints and disc_start count twice per batch.
+                self.trainer.strategy.optimizer_step(opt_disc.optimizer, closure=_no_closure)
+            out |= {"d_loss": d_loss.detach(), "logits_real": logits_real.detach().mean(),
+                    "logits_fake": logits_fake.detach().mean()}
+        out["loss"] = out["loss"].detach()
+        return out
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # After the optimizer step, so the new codebook rows are not overwritten by this step's update.
+        pending, self._pending_codebook_update = self._pending_codebook_update, None
+        if pending is None:
+            return
+        latents, codes = pending
+        if self.uses_ema:
+            self.ema_update_codebook(latents, codes)
         every = self.hparams.dead_code_restart_every
         # global_step has already been advanced past the step whose codes were recorded.
-        if every and self.global_step % every == 0 and self._latents_for_restart is not None:
-            restarted = self.restart_dead_codes(self._latents_for_restart, window=every)
+        if every and self.global_step % every == 0:
+            restarted = self.restart_dead_codes(latents, window=every)
             self.log("train/restarted_codes", float(restarted), batch_size=1)
-        self._latents_for_restart = None
+
+    # --- codebook --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def initialise_codebook(self, images: torch.Tensor) -> None:
+        """First-step codebook init from this batch's encoder outputs: k-means centres, or (with
+        restarts on) random latents — left at the tiny uniform(±1/K) init, the codebook pulls the
+        latents towards zero and a handful of codes take every position."""
+        if self.hparams.codebook_init == "kmeans":
+            self.kmeans_init_codebook(self.vqgan.encode_latents(images))
+        elif self.hparams.dead_code_restart_every:
+            self.restart_dead_codes(self.vqgan.encode_latents(images), window=0)
+
+    @torch.no_grad()
+    def kmeans_init_codebook(self, latents: torch.Tensor) -> None:
+        """Set every code to a k-means centre of the latents (B, D, h, w); identical on every process."""
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).float()
+        centers = kmeans(flat, self.vqgan.config.num_embeddings, self.hparams.kmeans_iterations)
+        if self._distributed:
+            centers = self.trainer.strategy.broadcast(centers, src=0)
+        self._write_codebook_rows(torch.arange(centers.shape[0], device=centers.device), centers)
+
+    @torch.no_grad()
+    def ema_update_codebook(self, latents: torch.Tensor, codes: torch.Tensor) -> None:
+        """VQ-VAE-2 EMA step from latents (B, D, h, w) and their codes (B, h·w), with d = decay:
+        size_k ← d·size_k + (1 − d)·n_k,  sum_k ← d·sum_k + (1 − d)·Σ_{z→k} z,
+        code_k = sum_k / ((size_k + ε) / (Σ size + K·ε) · Σ size)   (Laplace smoothing).
+        Counts and sums are added over processes first, so every process keeps the same codebook."""
+        decay, eps = self.hparams.codebook_ema_decay, self.hparams.codebook_ema_eps
+        weight = self.vqgan.quantize.embedding.weight
+        k = weight.shape[0]
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).float()
+        codes = codes.flatten()
+        counts = torch.bincount(codes, minlength=k).float()
+        sums = torch.zeros(k, flat.shape[1], device=flat.device).index_add_(0, codes, flat)
+        if self._distributed:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        self.ema_cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        self.ema_embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+        total = self.ema_cluster_size.sum()
+        smoothed = (self.ema_cluster_size + eps) / (total + k * eps) * total
+        weight.copy_((self.ema_embed_sum / smoothed.unsqueeze(1)).to(weight.dtype))
 
     @torch.no_grad()
     def restart_dead_codes(self, latents: torch.Tensor, window: int, step: int | None = None) -> int:
@@ -156,8 +401,8 @@ class VQGANLitModule(pl.LightningModule):
         steps done. Identical on every process."""
         step = self.global_step if step is None else step
         # Codes used on any process count as alive (a no-op without distributed training).
-        last_used = self.trainer.strategy.reduce(self.code_last_used.clone(), reduce_op="max") \
-            if self._trainer is not None and self.trainer.world_size > 1 else self.code_last_used
+        last_used = (self.trainer.strategy.reduce(self.code_last_used.clone(), reduce_op="max")
+                     if self._distributed else self.code_last_used)
         dead = torch.nonzero(last_used < step - window).flatten()
         if dead.numel() == 0:
             return 0
@@ -165,23 +410,33 @@ class VQGANLitModule(pl.LightningModule):
         picks = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
         # Small noise so several restarts drawn from the same latent do not stay identical.
         new_rows = flat[picks] + 0.01 * flat.std() * torch.randn_like(flat[picks])
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if self._distributed:
             new_rows = self.trainer.strategy.broadcast(new_rows, src=0)
-        weight = self.vqgan.quantize.embedding.weight
-        weight[dead] = new_rows.to(weight.dtype)
+        self._write_codebook_rows(dead, new_rows)
         # As if last used just before `step`: a restarted code must be picked within the next window.
         self.code_last_used[dead] = step - 1
-        self._reset_optimizer_rows(weight, dead)
         return int(dead.numel())
 
-    def _reset_optimizer_rows(self, weight: torch.nn.Parameter, rows: torch.Tensor) -> None:
-        """Zero Adam's moments of restarted rows so stale momentum does not drag them away."""
+    @property
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _write_codebook_rows(self, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Set codebook rows and forget their history: Adam's moments (stale momentum would drag
+        them away) and, with EMA, their cluster statistics (restarted as one latent each)."""
+        weight = self.vqgan.quantize.embedding.weight
+        weight[rows] = values.to(weight.dtype)
+        if self.uses_ema:
+            self.ema_cluster_size[rows] = 1.0
+            self.ema_embed_sum[rows] = values.to(self.ema_embed_sum.dtype)
         if self._trainer is None:
             return
         for optimizer in self.trainer.optimizers:
             for value in optimizer.state.get(weight, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == weight.shape:
                     value[rows] = 0
+
+    # --- validation ------------------------------------------------------------------------------
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images = _images_of(batch)
@@ -191,20 +446,82 @@ class VQGANLitModule(pl.LightningModule):
         _, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
         reconstructions = self.vqgan.decode(self.vqgan.quantize.get_codebook_entry(codes))
         out = self._weighted_losses(images, reconstructions, vq_loss)
-        self.val_psnr.update(reconstructions.clamp(0.0, 1.0), images)
+        clamped = reconstructions.float().clamp(0.0, 1.0)
+        self.val_psnr.update(clamped, images.float())
+        self.val_ssim.update(clamped, images.float())
         self.val_code_usage.update(codes)
-        self.log("val/loss", out["loss"], sync_dist=True, batch_size=images.shape[0])
-        self.log("val/rec_loss", out["rec_loss"], sync_dist=True, batch_size=images.shape[0])
+        n = images.shape[0]
+        self.log("val/loss", out["loss"], sync_dist=True, batch_size=n)
+        self.log("val/rec_loss", out["rec_loss"], sync_dist=True, batch_size=n)
+        if "perceptual_loss" in out:
+            self.log("val/perceptual_loss", out["perceptual_loss"], sync_dist=True, batch_size=n)
+        if batch_idx == 0 and self.hparams.num_logged_images:
+            keep = self.hparams.num_logged_images
+            self._logged_samples = (images[:keep].detach().float().cpu(), clamped[:keep].detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
         usage, perplexity = self.val_code_usage.compute()
         self.log("val/psnr", self.val_psnr.compute(), prog_bar=True)
+        self.log("val/ssim", self.val_ssim.compute())
         self.log("val/codebook_usage", usage)
         self.log("val/code_perplexity", perplexity)
         self.val_psnr.reset()
+        self.val_ssim.reset()
         self.val_code_usage.reset()
+        samples, self._logged_samples = self._logged_samples, None
+        if samples is not None and self.trainer.is_global_zero:
+            self._log_reconstructions(*samples)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def _log_reconstructions(self, originals: torch.Tensor, reconstructions: torch.Tensor) -> None:
+        """Originals above reconstructions, one image per TensorBoard logger (others are skipped)."""
+        grid = None
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                grid = reconstruction_grid(originals, reconstructions) if grid is None else grid
+                logger.experiment.add_image("val/reconstructions", grid, global_step=self.global_step)
+
+    # --- optimizers and checkpoints --------------------------------------------------------------
+
+    def configure_optimizers(self):
+        """AdamW over the VQGAN (minus an EMA-driven codebook), plus one over the discriminator."""
         hp = self.hparams
-        return torch.optim.AdamW(self.vqgan.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
-                                 weight_decay=hp.weight_decay)
+        parameters = [p for p in self.vqgan.parameters() if p.requires_grad]
+        opt_vqgan = torch.optim.AdamW(parameters, lr=hp.learning_rate, betas=tuple(hp.betas),
+                                      weight_decay=hp.weight_decay)
+        if self.discriminator is None:
+            return opt_vqgan
+        opt_disc = torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
+                                     weight_decay=hp.weight_decay)
+        return [opt_vqgan, opt_disc]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The frozen LPIPS network is rebuilt from its files: keep its 14.7 M weights out of checkpoints.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("perceptual.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # ... and put this module's own copy back so strict loading finds every key.
+        if self.perceptual is not None and "state_dict" in checkpoint:
+            checkpoint["state_dict"].update({f"perceptual.{k}": v for k, v in self.perceptual.state_dict().items()})
+
+
+def _check_options(**options) -> None:
+    """ValueError naming the VQGANLitModule option and what was expected."""
+    o = options
+    problems = []
+    if o["dead_code_restart_every"] < 0:
+        problems.append(f"dead_code_restart_every must be >= 0 (0 = off), got {o['dead_code_restart_every']}")
+    if o["codebook_init"] not in CODEBOOK_INITS:
+        problems.append(f"codebook_init must be one of {CODEBOOK_INITS}, got {o['codebook_init']!r}")
+    if o["kmeans_iterations"] < 1:
+        problems.append(f"kmeans_iterations must be >= 1, got {o['kmeans_iterations']}")
+    if not 0.0 <= o["codebook_ema_decay"] < 1.0:
+        problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {o['codebook_ema_decay']}")
+    for name in ("perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):
+        if o[name] < 0:
+            problems.append(f"{name} must be >= 0, got {o[name]}")
+    if o["disc_loss"] not in GAN_LOSSES:
+        problems.append(f"disc_loss must be one of {GAN_LOSSES}, got {o['disc_loss']!r}")
+    if problems:
+        raise ValueError("VQGANLitModule: " + "; ".join(problems))

@@ -1,8 +1,13 @@
-"""Tiny VQGAN configurations shared by the tokenizer tests (32 px, a few hundred k parameters)."""
+"""Tiny VQGAN configurations shared by the tokenizer tests (32 px, a few hundred k parameters) and
+random LPIPS weight files."""
+
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from lvm.tokenizer.perceptual import LPIPS_CHANNELS, vgg16_features
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 
@@ -42,3 +47,31 @@ def images(config) -> torch.Tensor:
 def make_config():
     """`make_config(**overrides)` → the tiny config with some fields changed."""
     return tiny_config
+
+
+def write_random_lpips_files(folder: Path, suffix: str = ".pth", seed: int = 0) -> tuple[Path, Path]:
+    """(VGG16 weights in torchvision's format, incl. a classifier key; lpips VGG heads) with random
+    values, written to `folder` as torch files or, with suffix ".safetensors", safetensors files."""
+    torch.manual_seed(seed)
+    vgg = {f"features.{k}": v for k, v in vgg16_features().state_dict().items()}
+    vgg["classifier.0.weight"] = torch.zeros(4, 2)  # torchvision's file has the classifier too; ignored
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPS_CHANNELS)}
+    vgg_path, heads_path = folder / f"vgg16{suffix}", folder / f"lpips_heads{suffix}"
+    for state, path in ((vgg, vgg_path), (heads, heads_path)):
+        if suffix == ".safetensors":
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
+    return vgg_path, heads_path
+
+
+@pytest.fixture
+def make_lpips_files():
+    """`make_lpips_files(folder, suffix=".pth")` → (vgg path, heads path) of random LPIPS weights."""
+    return write_random_lpips_files
+
+
+@pytest.fixture(scope="session")
+def lpips_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Random LPIPS weight files (torch format), written once per session."""
+    return write_random_lpips_files(tmp_path_factory.mktemp("lpips"))

@@ -1,5 +1,7 @@
 """VQGANLitModule: training lowers the reconstruction loss, validation metrics against formulas,
-dead-code restart, checkpoints that load with weights_only=True."""
+dead-code restart, k-means init and EMA codebook against their formulas, perceptual loss, the
+discriminator's schedule under manual optimization, TensorBoard images, checkpoints that load with
+weights_only=True."""
 
 import math
 
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lvm.tokenizer.lit_module import VQGANLitModule, codebook_statistics
+from lvm.tokenizer.lit_module import VQGANLitModule, codebook_statistics, kmeans, reconstruction_grid
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -140,3 +142,208 @@ def test_hyperparameters_and_checkpoint_load_with_weights_only(tmp_path, config)
     for key, value in module.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
     assert restored.vqgan.config == config
+
+
+# --- codebook init and EMA --------------------------------------------------------------------------
+
+def test_kmeans_finds_separated_clusters():
+    generator = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    points = (means.repeat_interleave(50, dim=0) + 0.1 * torch.randn(200, 2, generator=generator))
+    centers = kmeans(points, 4, iterations=10, generator=torch.Generator().manual_seed(3))
+    nearest = torch.cdist(means, centers).min(dim=1).values
+    assert float(nearest.max()) < 0.1  # one centre on each cluster's mean
+    few = kmeans(points[:3], 8, iterations=2, generator=generator)  # fewer points than centres
+    assert few.shape == (8, 2) and torch.isfinite(few).all()
+
+
+def test_kmeans_init_puts_codes_on_the_latents_and_uses_more_codes_than_uniform(config):
+    torch.manual_seed(0)
+    module = VQGANLitModule(config.to_dict(), codebook_init="kmeans", kmeans_iterations=10)
+    quantize = module.vqgan.quantize
+    with torch.no_grad():
+        latents = module.vqgan.encode_latents(smooth_images(8))  # 8 × 64 latents for 64 codes
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, config.quantized_embed_dim)
+
+        def usage_and_error():
+            codes = quantize.get_code(latents)
+            error = F.mse_loss(quantize.get_codebook_entry(codes), latents)
+            return codebook_statistics(torch.bincount(codes.flatten(), minlength=64))[0], float(error)
+
+        uniform_usage, uniform_error = usage_and_error()
+        torch.manual_seed(5)
+        module.kmeans_init_codebook(latents)
+        torch.manual_seed(5)
+        expected = kmeans(flat, config.num_embeddings, iterations=10)
+        kmeans_usage, kmeans_error = usage_and_error()
+    assert torch.equal(quantize.embedding.weight, expected)
+    assert kmeans_usage > uniform_usage and kmeans_usage >= 0.9
+    assert kmeans_error < 0.5 * uniform_error
+    # Every code sits inside the cloud of latents, not at the tiny uniform(±1/K) init around zero.
+    assert float(torch.cdist(quantize.embedding.weight, flat).min(dim=1).values.max()) < float(flat.norm(dim=1).mean())
+
+
+def test_ema_moves_a_code_towards_the_mean_of_its_latents_by_the_formula(config):
+    torch.manual_seed(0)
+    decay, eps = 0.9, 1e-5
+    module = VQGANLitModule(config.to_dict(), codebook_ema_decay=decay, codebook_ema_eps=eps)
+    weight = module.vqgan.quantize.embedding.weight
+    assert not weight.requires_grad
+    assert all(p is not weight for group in module.configure_optimizers().param_groups for p in group["params"])
+    with torch.no_grad():
+        weight.normal_(0.0, 1.0)
+        module.ema_cluster_size.copy_(torch.ones(64))
+        module.ema_embed_sum.copy_(weight)
+    old = weight.detach().clone()
+    latents = torch.randn(2, config.quantized_embed_dim, 4, 4)
+    codes = module.vqgan.quantize.get_code(latents)
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, config.quantized_embed_dim)
+    counts = torch.bincount(codes.flatten(), minlength=64).float()
+    sums = torch.stack([flat[codes.flatten() == k].sum(dim=0) for k in range(64)])
+    size = decay * 1.0 + (1 - decay) * counts
+    total = size.sum()
+    smoothed = (size + eps) / (total + 64 * eps) * total
+    expected = (decay * old + (1 - decay) * sums) / smoothed.unsqueeze(1)
+
+    module.ema_update_codebook(latents, codes)
+    assert torch.allclose(weight, expected, atol=1e-6)
+    k = int(counts.argmax())
+    mean_k = sums[k] / counts[k]
+    assert (weight[k] - mean_k).norm() < (old[k] - mean_k).norm()  # the busiest code moved toward its latents
+    # With EMA the VQ loss keeps only the encoder's term and the codebook gets no gradient.
+    out = module.compute_losses(smooth_images(2))
+    z_q = module.vqgan.quantize.get_codebook_entry(out["codes"])
+    assert torch.allclose(out["vq_loss"], F.mse_loss(out["latents"], z_q))
+    out["loss"].backward()
+    assert weight.grad is None
+
+
+def test_kmeans_ema_and_restarts_run_inside_training_and_resume(tmp_path, config):
+    torch.manual_seed(0)
+    module = VQGANLitModule(config.to_dict(), codebook_init="kmeans", codebook_ema_decay=0.9,
+                            dead_code_restart_every=2)
+    initial = module.vqgan.quantize.embedding.weight.detach().clone()
+    fit = trainer(2, limit_val_batches=0)
+    fit.fit(module, DataLoader(TensorDataset(smooth_images(4)), batch_size=4))
+    codebook = module.vqgan.quantize.embedding.weight.detach()
+    assert float((codebook - initial).abs().amax(dim=1).min()) > 3.0 / config.num_embeddings  # all codes moved
+    assert "train/restarted_codes" in module.trainer.callback_metrics
+    path = tmp_path / "ema.ckpt"
+    fit.save_checkpoint(path)
+    restored = VQGANLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    assert torch.equal(restored.ema_embed_sum, module.ema_embed_sum)
+
+
+# --- perceptual loss, discriminator -----------------------------------------------------------------
+
+def test_perceptual_loss_enters_the_loss_and_stays_out_of_checkpoints(tmp_path, config, lpips_files):
+    vgg_path, heads_path = lpips_files
+    module = VQGANLitModule(config.to_dict(), perceptual_weight=0.5, lpips_vgg_path=str(vgg_path),
+                            lpips_heads_path=str(heads_path), l2_weight=0.0)
+    images = smooth_images(2)
+    out = module.compute_losses(images)
+    lpips = module.perceptual(out["reconstructions"], images).mean()
+    assert float(lpips) > 0 and torch.allclose(out["perceptual_loss"], lpips)
+    assert torch.allclose(out["loss"], out["rec_loss"] + 0.5 * lpips + out["vq_loss"])
+    out["loss"].backward()
+    assert module.vqgan.decoder.conv_out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.perceptual.parameters())
+
+    fit = trainer(1, limit_val_batches=0)
+    fit.fit(module, DataLoader(TensorDataset(smooth_images(2)), batch_size=2))
+    assert module.perceptual.training is False  # .train() by Lightning left LPIPS in eval mode
+    path = tmp_path / "perceptual.ckpt"
+    fit.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+    assert not any(k.startswith("perceptual.") for k in saved)
+    restored = VQGANLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    assert torch.equal(restored.perceptual.lin0.model[1].weight, module.perceptual.lin0.model[1].weight)
+
+
+def test_perceptual_weight_without_a_path_warns_and_trains_without_it(config):
+    with pytest.warns(UserWarning, match="perceptual \\(LPIPS\\) loss is skipped"):
+        module = VQGANLitModule(config.to_dict(), perceptual_weight=1.0)
+    assert module.perceptual is None
+    assert "perceptual_loss" not in module.compute_losses(smooth_images(1))
+
+
+class DiscriminatorSnapshots(pl.Callback):
+    """The discriminator's parameters after every training batch."""
+
+    def __init__(self) -> None:
+        self.after_batch = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.after_batch.append([p.detach().clone() for p in module.discriminator.parameters()])
+
+
+def test_discriminator_trains_from_disc_start_and_resumes(tmp_path, config):
+    torch.manual_seed(0)
+    module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, disc_weight=0.5, disc_start=2, disc_channels=8,
+                            disc_layers=2)
+    assert not module.automatic_optimization
+    initial = [p.detach().clone() for p in module.discriminator.parameters()]
+    snapshots = DiscriminatorSnapshots()
+    loader = DataLoader(TensorDataset(smooth_images(4)), batch_size=2)
+    fit = trainer(4, limit_val_batches=0, callbacks=[snapshots])
+    fit.fit(module, loader)
+    assert module.global_step == 4  # one step per batch although two optimizers stepped
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b))
+
+    assert same(snapshots.after_batch[0], initial) and same(snapshots.after_batch[1], initial)
+    assert not same(snapshots.after_batch[2], initial) and not same(snapshots.after_batch[3], snapshots.after_batch[2])
+    logged = module.trainer.callback_metrics
+    assert {"train/g_loss", "train/d_weight", "train/d_loss"} <= set(logged)
+
+    # The generator loss carries λ·L_G once the GAN is on (λ itself: test_discriminator.py).
+    out = module.compute_losses(smooth_images(2), step=2)
+    plain = out["rec_loss"] + out["vq_loss"]
+    assert torch.allclose(out["loss"], plain + out["d_weight"] * out["g_loss"])
+    assert float(module.compute_losses(smooth_images(2), step=1)["loss"]) == pytest.approx(
+        float(plain), rel=1e-5)  # before disc_start: no GAN term (same images, same weights)
+
+    path = tmp_path / "gan.ckpt"
+    fit.save_checkpoint(path)
+    assert len(torch.load(path, weights_only=True)["optimizer_states"]) == 2
+    resumed = VQGANLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    trainer(6, limit_val_batches=0).fit(resumed, loader, ckpt_path=path)
+    assert resumed.global_step == 6
+    assert not same(list(resumed.discriminator.parameters()), list(module.discriminator.parameters()))
+
+
+# --- validation logging -----------------------------------------------------------------------------
+
+def test_validation_logs_ssim_and_a_reconstruction_grid_to_tensorboard(tmp_path, model, config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    module = VQGANLitModule(config.to_dict(), num_logged_images=3)
+    module.vqgan.load_state_dict(model.state_dict())
+    images = smooth_images(4)
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="tb", version="")
+    validator = pl.Trainer(accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
+                           enable_model_summary=False)
+    metrics = validator.validate(module, DataLoader(TensorDataset(images), batch_size=4), verbose=False)[0]
+    with torch.no_grad():
+        x_hat = model.decode_code(model.get_code(images)).clamp(0, 1)
+    assert metrics["val/ssim"] == pytest.approx(float(structural_similarity_index_measure(x_hat, images,
+                                                                                         data_range=1.0)), abs=1e-5)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert "val/reconstructions" in events.Tags()["images"]
+    image = events.Images("val/reconstructions")[-1]
+    assert (image.height, image.width) == (2 + 2 * (32 + 2), 2 + 3 * (32 + 2))  # 2 rows × 3 columns
+    grid = reconstruction_grid(images[:3], x_hat[:3])
+    assert torch.equal(grid[:, 2:34, 2:34], images[0]) and torch.equal(grid[:, 36:68, 36:68], x_hat[1])
+
+
+def test_options_are_checked_with_their_names(config):
+    with pytest.raises(ValueError, match="codebook_init must be one of"):
+        VQGANLitModule(config.to_dict(), codebook_init="random")
+    with pytest.raises(ValueError, match=r"codebook_ema_decay must be in \[0, 1\)"):
+        VQGANLitModule(config.to_dict(), codebook_ema_decay=1.0)
+    with pytest.raises(ValueError, match="disc_loss must be one of"):
+        VQGANLitModule(config.to_dict(), disc_loss="wgan")
