@@ -1,10 +1,12 @@
 """Batched images ⇄ codes: chunking does not change results, ranges and shapes, errors."""
 
+import copy
+
 import pytest
 import torch
 
 import lvm.tokenizer as tokenizer
-from lvm.tokenizer.codec import decode_codes, encode_images
+from lvm.tokenizer.codec import decode_codes, encode_images, to_channels_last
 
 
 def test_encode_matches_the_model_and_is_independent_of_batch_size(model, images, config):
@@ -62,3 +64,28 @@ def test_encode_refuses_wrong_inputs(model, images, message):
 def test_decode_refuses_wrong_codes(model, codes, message):
     with pytest.raises(ValueError, match=message):
         decode_codes(model, codes)
+
+
+def test_channels_last_gives_the_same_codes_and_pixels(model, images):
+    codes = encode_images(model, images)
+    pixels = decode_codes(model, codes)
+    nhwc = to_channels_last(copy.deepcopy(model))
+    assert nhwc.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(encode_images(nhwc, images, channels_last=True), codes)
+    torch.testing.assert_close(decode_codes(nhwc, codes), pixels, rtol=0, atol=1e-5)
+
+
+def test_code_search_stays_fp32_under_bf16_autocast(model, images):
+    with torch.no_grad():
+        latents = model.encode_latents(images)
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        fp32_codes = model.quantize.get_code(latents)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            distances = model.quantize.distances(flat.bfloat16())
+            autocast_codes = model.quantize.get_code(latents)
+    # In bf16 the distances' cancellation would flip near-ties; the search must not run in it.
+    assert distances.dtype == torch.float32
+    assert torch.equal(autocast_codes, fp32_codes)
+    # The whole encode under autocast runs (the encoder in bf16) and returns codes in range.
+    codes = encode_images(model, images, autocast_dtype=torch.bfloat16)
+    assert codes.dtype == torch.int64 and int(codes.max()) < model.config.num_embeddings
