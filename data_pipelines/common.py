@@ -290,3 +290,11 @@ def check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
             raise ValueError(f"{name} must be ≥ 1, got {value}")
+
+
+def split_path_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """A list of paths (or globs) given either as a sequence or as one string with the original's
+    ``::`` separator ("rgb::depth::edges"), the form a command line passes most easily."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [part for part in str(paths).split("::") if part]
+    return [str(path) for path in paths]

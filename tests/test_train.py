@@ -83,3 +83,39 @@ def test_ddp_with_two_cpu_processes(demo_data_dir, tmp_path):
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4
+
+
+def recorded_batches(path: Path) -> list[tuple[int, str]]:
+    return [(int(step), digest) for step, digest in (line.split() for line in path.read_text().splitlines())]
+
+
+def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(demo_data_dir, tmp_path):
+    common = [*FAST, f"paths.data_dir={demo_data_dir}", "logger=csv", "trainer.max_steps=12",
+              "callbacks.model_checkpoint.every_n_train_steps=4"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_cli(*common, f"hydra.run.dir={full}", "+callbacks.record._target_=tests.callbacks.RecordBatches",
+            f"+callbacks.record.path={tmp_path / 'full.txt'}", cwd=tmp_path)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
+    killed = subprocess.run(
+        [sys.executable, "-m", "lvm.train", *common, f"hydra.run.dir={cut}",
+         "+callbacks.record._target_=tests.callbacks.RecordBatches", f"+callbacks.record.path={tmp_path / 'cut.txt'}",
+         "+callbacks.kill._target_=tests.callbacks.KillAtStep", "+callbacks.kill.step=10"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]  # died of SIGKILL at step 10, after the step-8 checkpoint
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    run_cli(*common, f"hydra.run.dir={cut}", "ckpt_path=last", "+callbacks.record._target_=tests.callbacks.RecordBatches",
+            f"+callbacks.record.path={tmp_path / 'resumed.txt'}", cwd=tmp_path)
+
+    uninterrupted = recorded_batches(tmp_path / "full.txt")
+    before_kill, after_resume = recorded_batches(tmp_path / "cut.txt"), recorded_batches(tmp_path / "resumed.txt")
+    assert [step for step, _ in uninterrupted] == list(range(12))
+    # Steps 0-9 were trained; step 10's batch was drawn, then the process died.
+    assert before_kill == uninterrupted[:11]
+    # Resumed at the step-8 checkpoint: steps 8-11 see exactly the uninterrupted run's batches, so no
+    # sample is repeated or skipped (steps 8 and 9 are redone because their update was never saved).
+    assert after_resume == uninterrupted[8:]
+    expected, resumed = logged_losses(full), logged_losses(cut)
+    assert sorted(resumed) == [8, 9, 10, 11]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-5), step

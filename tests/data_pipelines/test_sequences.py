@@ -70,3 +70,17 @@ def test_image_groups_hold_distinct_images(frame_folder, marked_image):
     assert skips.skipped_paths == [str(bad)]
     assert [s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))] == \
         [s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))]
+
+
+def test_image_groups_strict_and_refusal(frame_folder, marked_image):
+    folder = frame_folder("imgs", 5)
+    paths = sorted(str(p) for p in folder.iterdir())
+    sentences = list(image_sentences(paths, SIZE, n_images=2, n_epochs=3))
+    assert [len(s) for s in sentences] == [2] * 6 and all(len(set(s.source)) == 2 for s in sentences)
+    assert all(markers(s.images) == [frame_number(p) for p in s.source] for s in sentences)
+    assert [s.source for s in sentences[:2]] != [s.source for s in sentences[2:4]]  # re-shuffled each epoch
+    write_truncated_png(folder / "frame_001.png", marked_image(1))
+    with pytest.raises(BadInputError, match="frame_001.png"):
+        list(image_sentences(paths, SIZE, n_images=5, strict=True))
+    with pytest.raises(ValueError, match="n_images=6"):
+        list(image_sentences(paths, SIZE, n_images=6))
