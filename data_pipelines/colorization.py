@@ -9,10 +9,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from data_pipelines.common import (
+    IMAGE_EXTENSIONS,
     ImageSentence,
     SkipCounter,
     check_positive,
     draw_groups,
+    expand_inputs,
     image_loader,
 )
 
@@ -49,7 +51,7 @@ def colorization_sentences(
     resized image. Unreadable images are recorded once and passed over (raised when ``strict``);
     fewer images than `n_shots` is refused."""
     check_positive(size=size, n_shots=n_shots, n_epochs=n_epochs)
-    paths = [str(p) for p in paths]
+    paths = expand_inputs(paths, IMAGE_EXTENSIONS)  # folders, globs and .txt lists become their files
     if len(paths) < n_shots:
         raise ValueError(f"{len(paths)} images cannot fill n_shots={n_shots}")
     skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip

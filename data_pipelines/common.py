@@ -9,6 +9,7 @@ without a record.
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import re
@@ -298,3 +299,26 @@ def split_path_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     if isinstance(paths, (str, os.PathLike)):
         return [part for part in str(paths).split("::") if part]
     return [str(path) for path in paths]
+
+
+def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], extensions: Iterable[str]) -> list[str]:
+    """The files `inputs` names, in the order given: a folder gives its files with `extensions`
+    (recursive, natural order), a glob its matches with those extensions (sorted), a ``.txt`` file the
+    paths it lists (one per line, relative to the list's folder, ``#`` lines ignored), anything else
+    itself — a missing file stays in the list, so the builder reading it records it as skipped."""
+    wanted = tuple(ext.lower() for ext in extensions)
+    files: list[str] = []
+    for entry in split_path_list(inputs):
+        entry = os.path.expanduser(entry)
+        if os.path.isdir(entry):
+            files += list_files(entry, wanted)
+        elif entry.endswith(".txt") and os.path.isfile(entry):
+            base = os.path.dirname(os.path.abspath(entry))
+            with open(entry) as f:
+                lines = [line.strip() for line in f]
+            files += [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+        elif glob.has_magic(entry):
+            files += sorted(p for p in glob.glob(entry, recursive=True) if p.lower().endswith(wanted))
+        else:
+            files.append(entry)
+    return files

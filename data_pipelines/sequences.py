@@ -14,6 +14,7 @@ from data_pipelines.common import (
     check_positive,
     clip_indices,
     draw_groups,
+    expand_inputs,
     image_loader,
     list_files,
     sample_clip,
@@ -80,7 +81,7 @@ def image_sentences(
     groups (the remainder that does not fill a group is left for the next epoch's shuffle).
     Unreadable images are recorded once and passed over (raised when ``strict``)."""
     check_positive(size=size, n_images=n_images, n_epochs=n_epochs)
-    paths = [str(p) for p in paths]
+    paths = expand_inputs(paths, IMAGE_EXTENSIONS)  # folders, globs and .txt lists become their files
     if len(paths) < n_images:
         raise ValueError(f"{len(paths)} images cannot fill a sentence of n_images={n_images}")
     skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip

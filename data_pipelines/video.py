@@ -8,12 +8,14 @@ import random
 from typing import Iterator, Sequence
 
 from data_pipelines.common import (
+    VIDEO_EXTENSIONS,
     BadInputError,
     ImageSentence,
     SkipCounter,
     check_positive,
     clip_indices,
     clip_span,
+    expand_inputs,
     read_video_frames,
     sample_clip_start,
     skip_or_raise,
@@ -42,7 +44,7 @@ def video_sentences(
     check_positive(**{f"strides[{i}]": s for i, s in enumerate(strides)})
     skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     rng = random.Random(rng_seed)
-    for path in paths:
+    for path in expand_inputs(paths, VIDEO_EXTENSIONS):
         path = str(path)
         skips.saw()
         try:

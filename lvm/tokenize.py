@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputError, list_files, read_video_frames
+from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputError, expand_inputs, read_video_frames
 from lvm.data.shards import VisualSentence, manifest_dict, write_manifest, write_shard_file
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import encode_images, to_channels_last
@@ -63,25 +63,12 @@ def list_inputs(inputs: str | Sequence[str]) -> list[str]:
     """Image and video paths from folders (searched recursively), globs, single files, and `.txt`
     file lists (one path per line, relative to the list's folder; `#` lines ignored). Absolute,
     de-duplicated and sorted, so every rank and every restart sees the same order."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    media = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-    found: list[str] = []
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     for entry in map(str, inputs):
-        entry = os.path.expanduser(entry)
-        if os.path.isdir(entry):
-            found += list_files(entry, media)
-        elif entry.endswith(".txt") and os.path.isfile(entry):
-            base = os.path.dirname(os.path.abspath(entry))
-            with open(entry) as f:
-                lines = [line.strip() for line in f]
-            found += [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
-        elif glob.has_magic(entry):
-            found += [p for p in glob.glob(entry, recursive=True) if p.lower().endswith(media)]
-        elif os.path.isfile(entry):
-            found.append(entry)
-        else:
+        if not (os.path.exists(os.path.expanduser(entry)) or glob.has_magic(entry)):
             raise FileNotFoundError(f"inputs: {entry} is not a folder, a .txt file list, a glob or a file")
+    media = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    found = expand_inputs(inputs, media)
     if not found:
         raise FileNotFoundError(f"inputs: no image or video files in {list(map(str, inputs))} "
                                 f"(extensions {', '.join(media)})")

@@ -14,6 +14,7 @@ from data_pipelines.common import (
     clip_indices,
     clip_span,
     draw_groups,
+    expand_inputs,
     image_loader,
     list_files,
     read_image,
@@ -44,6 +45,18 @@ def test_list_files_sorts_naturally_and_filters(tmp_path, marked_image):
     assert flat == ["frame_2.PNG", "frame_10.png"]
     with pytest.raises(FileNotFoundError, match="missing"):
         list_files(tmp_path / "missing", [".png"])
+
+
+def test_expand_inputs_keeps_the_given_order_and_expands_folders_globs_and_lists(tmp_path, marked_image):
+    for name in ("b/2.png", "b/10.png", "c/x.png", "c/y.jpg"):
+        write_png(tmp_path / name, marked_image(0))
+    (tmp_path / "list.txt").write_text("# listed\nc/x.png\n\nb/2.png\n")
+    given = [tmp_path / "c" / "y.jpg", tmp_path / "b", f"{tmp_path}/c/*.png", tmp_path / "list.txt", tmp_path / "gone.png"]
+    found = [p.removeprefix(str(tmp_path) + "/") for p in expand_inputs(given, [".png", ".jpg"])]
+    # A missing file stays: the builder that reads it records the skip, naming it.
+    assert found == ["c/y.jpg", "b/2.png", "b/10.png", "c/x.png", "c/x.png", "b/2.png", "gone.png"]
+    assert expand_inputs(f"{tmp_path / 'b'}::{tmp_path / 'c' / 'y.jpg'}", [".png"]) == [
+        str(tmp_path / "b" / "2.png"), str(tmp_path / "b" / "10.png"), str(tmp_path / "c" / "y.jpg")]
 
 
 def test_read_image_gives_hwc_uint8_rgb(tmp_path, marked_image):

@@ -27,6 +27,13 @@ def test_clips_are_frames_in_time_order(videos):
     assert skips.files_seen == 2 and skips.n_skipped == 0
 
 
+def test_a_folder_of_videos_gives_the_same_sentences_as_its_file_list(videos, tmp_path):
+    from_folder = list(video_sentences([str(tmp_path)], SIZE, n_frames=4, strides=(2,)))
+    from_files = list(video_sentences(videos, SIZE, n_frames=4, strides=(2,)))
+    assert [(s.source, s.meta) for s in from_folder] == [(s.source, s.meta) for s in from_files]
+    assert len(from_folder) == 2
+
+
 def test_too_short_for_a_stride_is_recorded(videos):
     skips = SkipCounter(warn=False)
     sentences = list(video_sentences(videos[:1], SIZE, n_frames=4, strides=(1, 4), n_epochs=3, skips=skips))
