@@ -1,8 +1,14 @@
-"""LVMLitModule: next-token cross-entropy on packed visual sentences, and nothing else."""
+"""LVMLitModule: next-token cross-entropy on packed visual sentences, and nothing else.
+
+Validation logs val/loss and val/ppl over all tokens and, for batches that name each row's source
+("source": list[str], as MixtureDataModule's validation batches do), val/loss/<source> and
+val/ppl/<source>: token-weighted means over the epoch and over all ranks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +30,18 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return loss, accuracy
 
 
+def loss_by_source(token_loss: torch.Tensor, sources: Sequence[str]) -> dict[str, tuple[torch.Tensor, int]]:
+    """Per source: (mean loss over its tokens, number of its tokens), from per-token losses (B, T) and
+    the source name of each row, in order of first appearance."""
+    if len(sources) != token_loss.shape[0]:
+        raise ValueError(f"batch field 'source' names {len(sources)} rows, but the batch has {token_loss.shape[0]}")
+    rows: dict[str, list[int]] = {}
+    for i, name in enumerate(sources):
+        rows.setdefault(name, []).append(i)
+    per_row = token_loss.mean(dim=1)  # rows are equally long, so a mean of row means is the token mean
+    return {name: (per_row[index].mean(), len(index) * token_loss.shape[1]) for name, index in rows.items()}
+
+
 class LVMLitModule(pl.LightningModule):
     """Trains `LLaMA` on batches {"input_ids": (B, T), "labels": (B, T)} of int64 token ids."""
 
@@ -42,6 +60,10 @@ class LVMLitModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
+        # One MeanMetric per validation source, in a ModuleList (any name is fine, and they follow the
+        # module's device); added from the datamodule's source names or when a batch names a new one.
+        self.val_source_loss = nn.ModuleList()
+        self._val_source_index: dict[str, int] = {}
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -53,16 +75,61 @@ class LVMLitModule(pl.LightningModule):
         self.log("train/acc", accuracy, batch_size=batch_size)
         return loss
 
+    # -- validation ---------------------------------------------------------------------------------
+    def _add_val_sources(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self._val_source_index:
+                self._val_source_index[name] = len(self.val_source_loss)
+                self.val_source_loss.append(MeanMetric().to(self.device))
+
+    def on_validation_epoch_start(self) -> None:
+        # Known up front when the datamodule says, so every source has its metric before any batch.
+        names = getattr(self.trainer.datamodule, "val_source_names", None)
+        if names:
+            self._add_val_sources(names)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
-        self.val_loss.update(loss, weight=batch["labels"].numel())
-        self.log("val/acc", accuracy, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        logits, labels = self.model(batch["input_ids"]), batch["labels"]
+        token_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none").view_as(labels)
+        self.val_loss.update(token_loss.mean(), weight=labels.numel())
+        accuracy = (logits.argmax(-1) == labels).float().mean()
+        self.log("val/acc", accuracy, sync_dist=True, batch_size=labels.shape[0])
+        sources = batch.get("source")
+        if sources is not None:
+            for name, (loss, n_tokens) in loss_by_source(token_loss, sources).items():
+                self._add_val_sources([name])
+                self.val_source_loss[self._val_source_index[name]].update(loss, weight=n_tokens)
+
+    def _sync_val_source_names(self) -> None:
+        """Give every rank the metrics of every source any rank has seen, so that all ranks compute (a
+        collective) the same metrics in the same order and log the same keys."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if torch.distributed.get_world_size() == 1:
+            return
+        gathered: list[list[str] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, list(self._val_source_index))
+        for names in gathered:
+            self._add_val_sources(sorted(names or ()))
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # token-weighted mean over all ranks
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", torch.exp(loss))
+        self._sync_val_source_names()
+        for name in sorted(self._val_source_index):
+            metric = self.val_source_loss[self._val_source_index[name]]
+            with warnings.catch_warnings():
+                # A rank that saw no batch of this source still joins the sync; its empty state is expected.
+                warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+                source_loss = metric.compute()
+            metric.reset()
+            # NaN (0/0) means no rank saw this source (e.g. limit_val_batches): the value is the same on
+            # every rank, so every rank leaves it out alike.
+            if not torch.isnan(source_loss):
+                self.log(f"val/loss/{name}", source_loss)
+                self.log(f"val/ppl/{name}", torch.exp(source_loss))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -3,9 +3,12 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lvm.lit_module import LVMLitModule, next_token_loss
+from lvm.data.datamodule import MixtureDataModule
+from lvm.lit_module import LVMLitModule, loss_by_source, next_token_loss
 from lvm.model import ModelConfig
 from lvm.optim import build_adamw, warmup_cosine_scheduler
 
@@ -86,3 +89,121 @@ def test_configure_optimizers_without_factory_is_a_clear_error():
         assert "without an optimizer factory" in str(error)
     else:
         raise AssertionError("expected a ValueError")
+
+
+# -- validation per source ---------------------------------------------------------------------------
+class TableModel(nn.Module):
+    """Logits that depend on the current token only, from a fixed (V, V) table: losses computable by hand."""
+
+    def __init__(self, vocab_size: int, seed: int = 0):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(vocab_size, vocab_size, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.table[input_ids]
+
+
+def mixed_source_batches(vocab_size: int = 48, seq_len: int = 12) -> list[dict]:
+    """Batches of different sizes; some mix sources row by row, as a batch from any loader might."""
+    g = torch.Generator().manual_seed(1)
+    layouts = [["a", "b", "a"], ["b"], ["a", "a", "a", "a", "b"], ["b", "b"]]
+    batches = []
+    for names in layouts:
+        windows = torch.randint(0, vocab_size, (len(names), seq_len + 1), generator=g)
+        batches.append({"input_ids": windows[:, :-1], "labels": windows[:, 1:], "source": names})
+    return batches
+
+
+def hand_loss(model: nn.Module, batches: list[dict], source: str | None) -> torch.Tensor:
+    """Cross-entropy over every token of the rows of `source` (all rows for None), all batches at once."""
+    rows = [(b["input_ids"][i], b["labels"][i]) for b in batches for i, name in enumerate(b["source"])
+            if source is None or name == source]
+    inputs, labels = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    with torch.no_grad():
+        return F.cross_entropy(model(inputs).flatten(0, 1), labels.flatten())
+
+
+def table_module(vocab_size: int = 48) -> LVMLitModule:
+    module = LVMLitModule(CONFIG)
+    module.model = TableModel(vocab_size)
+    return module
+
+
+def test_loss_by_source_matches_cross_entropy_of_each_source():
+    logits, labels = torch.randn(4, 6, 11), torch.randint(0, 11, (4, 6))
+    token_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(4, 6)
+    result = loss_by_source(token_loss, ["x", "y", "x", "x"])
+    assert list(result) == ["x", "y"]
+    for name, rows in (("x", [0, 2, 3]), ("y", [1])):
+        loss, n_tokens = result[name]
+        assert n_tokens == len(rows) * 6
+        assert torch.allclose(loss, F.cross_entropy(logits[rows].flatten(0, 1), labels[rows].flatten()), atol=1e-6)
+    try:
+        loss_by_source(token_loss, ["x"])
+    except ValueError as error:
+        assert "'source' names 1 rows, but the batch has 4" in str(error)
+    else:
+        raise AssertionError("expected a ValueError")
+
+
+def validate_quietly(module: LVMLitModule, batches: list[dict], **trainer_args) -> dict[str, torch.Tensor]:
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, **trainer_args)
+    trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None), verbose=False)
+    return trainer.callback_metrics
+
+
+def test_validation_logs_the_token_weighted_loss_of_each_source():
+    module, batches = table_module(), mixed_source_batches()
+    metrics = validate_quietly(module, batches)
+    for name in ("a", "b"):
+        expected = hand_loss(module.model, batches, name)
+        assert torch.allclose(metrics[f"val/loss/{name}"], expected, atol=1e-5), name
+        assert torch.allclose(metrics[f"val/ppl/{name}"], torch.exp(expected), rtol=1e-5), name
+    assert torch.allclose(metrics["val/loss"], hand_loss(module.model, batches, None), atol=1e-5)
+    # The two sources' losses differ, so a mix-up of rows would show.
+    assert abs(float(metrics["val/loss/a"] - metrics["val/loss/b"])) > 1e-3
+
+    # A second epoch starts afresh: the same batches give the same values, not a running mean.
+    again = validate_quietly(module, batches[:2])
+    assert torch.allclose(again["val/loss/b"], hand_loss(module.model, batches[:2], "b"), atol=1e-5)
+
+
+def test_validation_under_ddp_logs_every_source_on_every_rank():
+    """Two ranks that see disjoint sources (rank 0 only 'a', rank 1 only 'b') both log both."""
+    module, batches = table_module(), mixed_source_batches()
+    # DistributedSampler deals batch i to rank i mod 2: make even batches 'a' and odd ones 'b'.
+    for i, batch in enumerate(batches):
+        batch["source"] = ["a" if i % 2 == 0 else "b"] * len(batch["source"])
+    metrics = validate_quietly(module, batches, strategy="ddp_spawn", devices=2)
+    for name in ("a", "b"):
+        assert torch.allclose(metrics[f"val/loss/{name}"], hand_loss(module.model, batches, name), atol=1e-5), name
+
+
+def test_fit_on_demo_shards_logs_the_loss_of_each_source(demo_data_dir):
+    sources = ("video", "paired", "sequence")
+    shards = {split: {name: {"path": str(demo_data_dir / "shards" / split / name)} for name in sources}
+              for split in ("train", "val")}
+    datamodule = MixtureDataModule(shards["train"], shards["val"], seq_len=128, batch_size=4, tokens_per_image=16,
+                                   vocab_size=256, shuffle_buffer=16)
+    module = LVMLitModule(ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                      vocab_size=256), optimizer=partial(build_adamw, lr=1e-3, weight_decay=0.0))
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         val_check_interval=2, check_val_every_n_epoch=None)  # the training stream is endless
+    trainer.fit(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+    for name in sources:
+        assert math.isfinite(float(metrics[f"val/loss/{name}"])), name
+        assert torch.allclose(metrics[f"val/ppl/{name}"], torch.exp(metrics[f"val/loss/{name}"]))
+    # Every source's batches are equally long here, so val/loss is the token-weighted mean of the three.
+    n_tokens = {name: sum(b["labels"].numel() for b in datamodule.val_dataloader() if b["source"][0] == name)
+                for name in sources}
+    weighted = sum(metrics[f"val/loss/{n}"] * n_tokens[n] for n in sources) / sum(n_tokens.values())
+    assert torch.allclose(metrics["val/loss"], weighted, atol=1e-5)
+
+    # Sources no batch reached (here: only the first validation batch, from 'video') are left out, not NaN.
+    short = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                       limit_val_batches=1)
+    short.validate(module, datamodule=datamodule, verbose=False)
+    assert {k for k in short.callback_metrics if k.startswith("val/loss/")} == {"val/loss/video"}
