@@ -168,3 +168,50 @@ def test_expand_sources_accepts_manifest_directory_glob_and_braces(tmp_path):
     assert expand_sources(f"{tmp_path}/shard-{{000000..000002}}.tar") == expand_sources(f"{tmp_path}/shard-*.tar")
     with pytest.raises(FileNotFoundError, match="no shards found"):
         expand_sources(f"{tmp_path}/nothing-*.tar")
+
+
+def test_fast_tar_reader_gives_webdatasets_samples(tmp_path):
+    from lvm.data.shards import _plain_tar_samples
+    write_set(tmp_path, [sentence(i, meta_value=i) for i in range(5)])
+    shard = str(tmp_path / "shard-000000.tar")
+    reference = [{k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+                 for sample in wds.WebDataset(shard, shardshuffle=False, empty_check=False)]
+    assert _plain_tar_samples(shard) == reference and len(reference) == 5
+
+
+def test_tar_with_long_member_names_is_read_by_webdataset(tmp_path):
+    # Python's tarfile writes a pax header for a name over 100 characters; the fast reader hands
+    # such a tar to webdataset, and the sentence still comes back whole.
+    import tarfile
+    key = "k" * 120
+    expected = sentence(1)
+    path = tmp_path / "long.tar"
+    with tarfile.open(path, "w") as tar:
+        for suffix, payload in (("tokens.npy", _npy(expected.tokens)),
+                                ("json", json.dumps({"kind": "video", "source": ["a"], "n_images": 3}).encode())):
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    (got,) = list(iter_shard(path))
+    assert got.key == key and np.array_equal(got.tokens, expected.tokens)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_truncated_or_corrupt_shard_is_an_error_naming_it(tmp_path):
+    write_set(tmp_path, [sentence(i) for i in range(4)])
+    data = (tmp_path / "shard-000000.tar").read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: 512 * 3 + 100])
+    with pytest.raises(ValueError, match=f"{re.escape(str(cut))}: truncated"):
+        list(iter_shard(cut))
+    flipped = bytearray(data)
+    flipped[512 * 2 + 10] ^= 0xFF  # a byte of the second member's header (its name)
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=f"{re.escape(str(bad))}: corrupt tar header at byte 1024"):
+        list(iter_shard(bad))
