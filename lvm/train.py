@@ -42,7 +42,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    skipped = getattr(datamodule, "skipped_shards", 0)
+    if skipped:  # each one was named in a CorruptShardWarning when it was met
+        print(f"data: skipped {skipped} unreadable shard(s) on rank {trainer.global_rank} (data.strict=true refuses them)")
+    metrics["data/skipped_shards"] = float(skipped)
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

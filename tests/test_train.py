@@ -32,7 +32,7 @@ def logged_losses(output_dir: Path) -> dict[int, float]:
 def test_fit_writes_checkpoints_logs_and_lowers_the_loss(demo_data_dir, tmp_path):
     cfg = compose_train(demo_data_dir, tmp_path, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=4")
     metrics = train(cfg)
-    assert {"val/loss", "val/ppl", "train/loss"} <= set(metrics)
+    assert {"val/loss", "val/ppl", "train/loss"} <= set(metrics) and metrics["data/skipped_shards"] == 0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step0000004.ckpt", "step0000008.ckpt"]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

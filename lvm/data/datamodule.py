@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -91,6 +92,47 @@ def _shuffle(items: Iterator[Any], size: int, rng: np.random.Generator) -> Itera
     yield from buffer
 
 
+class CorruptShardWarning(UserWarning):
+    """A shard that could not be read was skipped; the message names it and says why."""
+
+
+class ShardReader:
+    """Reads a shard's sentences whole, for every stream of one DataModule.
+
+    A shard that cannot be read (truncated, corrupt header, malformed sample) is skipped as a whole —
+    a `CorruptShardWarning` names it, `skipped` counts it once per process, summed over DataLoader
+    workers through shared memory — or, with `strict`, its error is raised. Whole shards keep the
+    stream deterministic: a bad shard is skipped the same way on every pass and after a resume.
+    """
+
+    def __init__(self, vocab_size: int, tokens_per_image: int, strict: bool = False) -> None:
+        self.vocab_size = vocab_size
+        self.tokens_per_image = tokens_per_image
+        self.strict = strict
+        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._bad: set[str] = set()
+
+    @property
+    def skipped(self) -> int:
+        """Shards skipped so far (by this process and its DataLoader workers)."""
+        return int(self._skipped.item())
+
+    def read(self, path: str) -> list[VisualSentence]:
+        try:
+            sentences = list(iter_shard(path, self.vocab_size))
+        except (ValueError, OSError) as error:
+            if self.strict:
+                raise
+            if path not in self._bad:
+                self._bad.add(path)
+                self._skipped += 1
+                warnings.warn(f"{path}: skipped ({error})", CorruptShardWarning, stacklevel=2)
+            return []
+        for sentence in sentences:  # a wrong image size is a config error, never skipped
+            _check_tokens_per_image(sentence, path, self.tokens_per_image)
+        return sentences
+
+
 class MixtureStream(IterableDataset):
     """The infinite training stream of one rank: samples {"input_ids", "labels"} (seq_len,) int64.
 
@@ -110,6 +152,7 @@ class MixtureStream(IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        reader: ShardReader | None = None,
     ) -> None:
         super().__init__()
         self.sources = sources
@@ -117,6 +160,7 @@ class MixtureStream(IterableDataset):
         self.batch_size = batch_size
         self.tokens_per_image = tokens_per_image
         self.vocab_size = vocab_size
+        self.reader = reader or ShardReader(vocab_size, tokens_per_image)
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.rank = rank
@@ -173,11 +217,10 @@ class MixtureStream(IterableDataset):
             paths = [shards[j] for j in (order[stream::n_streams] if by_shard else order)]
             position = kept = 0
             for path in paths:
-                for sentence in iter_shard(path, self.vocab_size):
+                for sentence in self.reader.read(path):
                     mine = by_shard or position % n_streams == stream
                     position += 1
                     if mine:
-                        _check_tokens_per_image(sentence, path, self.tokens_per_image)
                         kept += 1
                         yield sentence
             if kept == 0:
@@ -198,6 +241,7 @@ class ValidationBatches(IterableDataset):
         vocab_size: int = DEFAULT_VOCAB_SIZE,
         rank: int = 0,
         world_size: int = 1,
+        reader: ShardReader | None = None,
     ) -> None:
         super().__init__()
         self.sources = sources
@@ -207,12 +251,11 @@ class ValidationBatches(IterableDataset):
         self.vocab_size = vocab_size
         self.rank = rank
         self.world_size = world_size
+        self.reader = reader or ShardReader(vocab_size, tokens_per_image)
 
     def _sentences(self, shards: list[str]) -> Iterator[VisualSentence]:
         for path in shards:
-            for sentence in iter_shard(path, self.vocab_size):
-                _check_tokens_per_image(sentence, path, self.tokens_per_image)
-                yield sentence
+            yield from self.reader.read(path)
 
     def _source_batches(self, name: str, shards: list[str]) -> Iterator[dict[str, Any]]:
         rows: list[np.ndarray] = []
@@ -312,6 +355,7 @@ class MixtureDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         seed: int = 0,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.train_sources = _parse_sources(train_sources, "train_sources", weighted=True)
@@ -324,6 +368,8 @@ class MixtureDataModule(pl.LightningDataModule):
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self._check_arguments()
+        # One reader for train and val: `skipped_shards` counts both.
+        self.reader = ShardReader(self.vocab_size, self.tokens_per_image, strict=bool(strict))
         self._train_shards: dict[str, list[str]] | None = None
         self._val_shards: dict[str, list[str]] | None = None
         self._resume_batches = 0  # from load_state_dict
@@ -351,6 +397,11 @@ class MixtureDataModule(pl.LightningDataModule):
     @property
     def val_source_names(self) -> list[str]:
         return list(self.val_sources)
+
+    @property
+    def skipped_shards(self) -> int:
+        """Unreadable shards skipped so far (each named in a CorruptShardWarning); 0 when strict."""
+        return self.reader.skipped
 
     # -- setup --------------------------------------------------------------------------------------
     def _resolve(self, sources: dict[str, dict[str, Any]], what: str) -> dict[str, list[str]]:
@@ -394,6 +445,7 @@ class MixtureDataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
+            reader=self.reader,
         )
         return _ResumableLoader(
             dataset,
@@ -418,6 +470,7 @@ class MixtureDataModule(pl.LightningDataModule):
             vocab_size=self.vocab_size,
             rank=rank,
             world_size=world_size,
+            reader=self.reader,
         )
         # Already batched; read in the main process (validation sets are small and read once per run).
         return DataLoader(dataset, batch_size=None, num_workers=0)

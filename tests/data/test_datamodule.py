@@ -1,5 +1,6 @@
 """MixtureDataModule: packing, mixture weights, determinism, rank splits, validation and exact resume."""
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lvm.data.datamodule import MixtureDataModule
+from lvm.data.datamodule import CorruptShardWarning, MixtureDataModule
 from lvm.data.shards import ShardWriter, VisualSentence
 
 TOKENS_PER_IMAGE = 4
@@ -213,3 +214,26 @@ def test_lightning_resume_sees_exactly_the_uninterrupted_batches(corpus, tmp_pat
         one_epoch = fit(corpus, tmp_path / "one_epoch")
         for got, want in zip(full.seen, one_epoch.seen):
             assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_corrupt_shard_is_skipped_named_and_counted_or_refused_when_strict(tmp_path, num_workers):
+    good = write_source(tmp_path / "a", 0, 20, 10)  # two shards of 10 sentences
+    shards = sorted((tmp_path / "a").glob("*.tar"))
+    shards[1].write_bytes(shards[1].read_bytes()[:700])  # cut inside its first member
+    train = {"a": {"path": f"{good}/*.tar", "weight": 1.0}}
+    args = dict(seq_len=SEQ_LEN, batch_size=2, tokens_per_image=TOKENS_PER_IMAGE, shuffle_buffer=0,
+                num_workers=num_workers)
+    dm = MixtureDataModule(train, None, **args)
+    # More batches than the good shard holds: the stream wraps around the bad one. With a worker the
+    # warning is issued (and printed) in the worker process; the count still reaches this one.
+    expect = pytest.warns(CorruptShardWarning, match=f"{shards[1]}: skipped .*truncated") if num_workers == 0 \
+        else contextlib.nullcontext()
+    with expect:
+        batches = take(dm, 12)
+    kept = {int(t) for batch in batches for t in batch["input_ids"].flatten()}
+    assert kept <= {int(t) for j in range(10) for t in sentence_tokens(0, j)}  # only the good shard's tokens
+    assert dm.skipped_shards == 1  # counted once, across the worker process too
+
+    with pytest.raises(ValueError, match=f"{shards[1]}: truncated"):
+        take(MixtureDataModule(train, None, strict=True, **{**args, "num_workers": 0}), 12)
