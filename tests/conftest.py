@@ -1,11 +1,15 @@
-"""Fixtures shared across the suite: tiny shards in the demo layout, made once per session."""
+"""Fixtures shared across the suite, made once per session: tiny shards in the demo layout, a tiny
+VQGAN checkpoint folder."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lvm.data.shards import ShardWriter, VisualSentence
+from lvm.tokenizer import VQGANModel, save_vqgan
+from tests.tokenizer.conftest import tiny_config
 
 TOKENS_PER_IMAGE = 16
 IMAGES_PER_SENTENCE = 8
@@ -46,3 +50,15 @@ def write_demo_shards(root: Path, n_train: int = 48, n_val: int = 8, seed: int =
 def demo_data_dir(tmp_path_factory) -> Path:
     """A data_dir holding small demo-layout shards (read-only for tests)."""
     return write_demo_shards(tmp_path_factory.mktemp("demo_data"))
+
+
+@pytest.fixture(scope="session")
+def vqgan_dir(tmp_path_factory) -> Path:
+    """The tiny 32-px VQGAN of tests/tokenizer/conftest.py, saved in the open-muse layout."""
+    torch.manual_seed(0)
+    model = VQGANModel(tiny_config())
+    with torch.no_grad():  # spread the codebook so many codes are used and a wrong code shows
+        model.quantize.embedding.weight.normal_(0.0, 0.5)
+    folder = tmp_path_factory.mktemp("vqgan")
+    save_vqgan(model, folder)
+    return folder

@@ -18,21 +18,9 @@ from data_pipelines.common import BadInputError, read_video_frames
 from data_pipelines.synthetic import write_video_file
 from lvm.data.shards import read_manifest, read_sentences
 from lvm.tokenize import list_inputs, plan_shards, tokenize
-from lvm.tokenizer import VQGANModel, load_image, load_vqgan, save_vqgan
-from tests.tokenizer.conftest import tiny_config
+from lvm.tokenizer import load_image, load_vqgan
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def vqgan_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = VQGANModel(tiny_config())
-    with torch.no_grad():  # spread the codebook so many codes are used and a wrong code shows
-        model.quantize.embedding.weight.normal_(0.0, 0.5)
-    folder = tmp_path_factory.mktemp("vqgan")
-    save_vqgan(model, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ from data_pipelines.sequences import sequence_sentences
 from data_pipelines.synthetic import write_video_file
 from data_pipelines.video import video_sentences
 from lvm.data.shards import read_manifest, read_sentences
-from lvm.tokenizer import VQGANModel, load_vqgan, save_vqgan
+from lvm.tokenizer import load_vqgan
 from tests.data_pipelines.inputs import write_random_bytes
-from tests.tokenizer.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32  # the tiny VQGAN's resolution
@@ -34,17 +33,6 @@ N_FRAMES, STRIDES, N_EPOCHS = 4, (1, 2), 2
 # (`++`: set the option whether or not conf/pipeline/video.yaml lists it.)
 BUILDER = [f"++pipeline.builder.n_frames={N_FRAMES}", f"++pipeline.builder.strides=[{','.join(map(str, STRIDES))}]",
            f"++pipeline.builder.n_epochs={N_EPOCHS}"]
-
-
-@pytest.fixture(scope="module")
-def vqgan_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = VQGANModel(tiny_config())
-    with torch.no_grad():  # spread the codebook so many codes are used and a wrong code shows
-        model.quantize.embedding.weight.normal_(0.0, 0.5)
-    folder = tmp_path_factory.mktemp("vqgan")
-    save_vqgan(model, folder)
-    return folder
 
 
 def photo_video(path: Path, n_frames: int, offset: int, shape: tuple[int, int] = (SIZE, SIZE)) -> str:
