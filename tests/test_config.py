@@ -125,3 +125,17 @@ def test_sequence_of_partial_images_is_refused_before_training(compose_train):
     cfg = compose_train("experiment=demo", "data.seq_len=120")
     with pytest.raises(ValueError, match="data.seq_len 120 is not a whole number of images of 16 tokens"):
         train(cfg)
+
+
+def test_lvm_7b_checkpoints_keep_one_rolling_state_and_every_milestone(compose_train, tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    cfg = compose_train("experiment=lvm_7b", "callbacks.model_checkpoint.every_n_train_steps=2",
+                        "callbacks.milestone_checkpoint.every_n_train_steps=4")
+    callbacks = [instantiate(cfg.callbacks[name]) for name in ("model_checkpoint", "milestone_checkpoint")]
+    trainer = pl.Trainer(max_steps=9, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(BoringModel())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step0000008.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "milestones").iterdir()) == ["milestone0000004.ckpt",
+                                                                          "milestone0000008.ckpt"]
