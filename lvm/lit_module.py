@@ -1,5 +1,10 @@
 """LVMLitModule: next-token cross-entropy on packed visual sentences, and nothing else.
 
+Training logs train/loss, train/acc, and the budget so far: train/tokens_seen (all devices) and
+train/flops_spent = tokens_seen · ModelConfig.flops_per_token(T) (6·N + 12·L·d·T per token, the PaLM
+appendix's count with full, not causal-halved, attention). `flops_per_batch` (the same count for one
+batch on all devices) is what Lightning's ThroughputMonitor turns into FLOP/s and MFU.
+
 Validation logs val/loss and val/ppl over all tokens and, for batches that name each row's source
 ("source": list[str], as MixtureDataModule's validation batches do), val/loss/<source> and
 val/ppl/<source>: token-weighted means over the epoch and over all ranks.
@@ -28,6 +33,16 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
     accuracy = (logits.argmax(-1) == labels).float().mean()
     return loss, accuracy
+
+
+def batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
+    """Sequences in a batch (ThroughputMonitor's `batch_size_fn`)."""
+    return int(batch["input_ids"].shape[0])
+
+
+def tokens_of(batch: Mapping[str, torch.Tensor]) -> int:
+    """Input tokens in a batch (ThroughputMonitor's `length_fn`)."""
+    return int(batch["input_ids"].numel())
 
 
 def loss_by_source(token_loss: torch.Tensor, sources: Sequence[str]) -> dict[str, tuple[torch.Tensor, int]]:
@@ -68,11 +83,24 @@ class LVMLitModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Read by ThroughputMonitor after the batch: FLOPs of this batch summed over all devices.
+        flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1])
+        self.flops_per_batch = flops_per_token * tokens_of(batch) * self.trainer.world_size
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
         batch_size = batch["input_ids"].shape[0]  # said explicitly: batches also carry non-tensor fields
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/acc", accuracy, batch_size=batch_size)
+        # From the optimizer step count, so the totals survive a resume; float64 keeps them exact
+        # past 2**24 tokens.
+        tokens_per_update = tokens_of(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        tokens_seen = (self.global_step + 1) * tokens_per_update
+        flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1])
+        self.log("train/tokens_seen", torch.tensor(tokens_seen, dtype=torch.float64), batch_size=batch_size)
+        self.log("train/flops_spent", torch.tensor(tokens_seen * flops_per_token, dtype=torch.float64),
+                 batch_size=batch_size)
         return loss
 
     # -- validation ---------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_optimizer_scheduler_callbacks_loggers_instantiate(compose_train):
     assert optimizer.param_groups[0]["lr"] == 0.0  # warmup starts from zero
     assert scheduler.lr_lambdas[0](cfg.scheduler.warmup_steps) == 1.0
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "LearningRateMonitor"}
+    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "LearningRateMonitor", "ThroughputMonitor"}
     for name in options("logger"):
         (logger,) = [instantiate(c) for c in compose_train(f"logger={name}").logger.values()]
         assert isinstance(logger, pl.loggers.Logger)

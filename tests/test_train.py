@@ -119,3 +119,25 @@ def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(d
     assert sorted(resumed) == [8, 9, 10, 11]
     for step in resumed:
         assert resumed[step] == pytest.approx(expected[step], rel=1e-5), step
+
+
+def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_dir, tmp_path):
+    from lvm.model.config import ModelConfig
+
+    cfg = compose_train(demo_data_dir, tmp_path, "logger=csv", "trainer.max_steps=6",
+                        "callbacks.throughput_monitor.window_size=2")
+    train(cfg)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+    flops_per_token = ModelConfig.from_name("vqlm_debug").flops_per_token(cfg.data.seq_len)
+    seen = {int(r["step"]): float(r["train/tokens_seen"]) for r in rows if r.get("train/tokens_seen")}
+    assert seen == {step: (step + 1) * tokens_per_step for step in range(6)}
+    spent = {int(r["step"]): float(r["train/flops_spent"]) for r in rows if r.get("train/flops_spent")}
+    assert spent[5] == pytest.approx(6 * tokens_per_step * flops_per_token, rel=1e-6)
+    rates = [r for r in rows if r.get("train/device/items_per_sec")]  # ThroughputMonitor's keys
+    assert rates
+    for r in rates:  # FLOP/s is tokens/s times the model's FLOPs per token
+        assert float(r["train/device/items_per_sec"]) > 0
+        assert float(r["train/device/flops_per_sec"]) == pytest.approx(
+            float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3)

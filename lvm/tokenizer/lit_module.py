@@ -156,6 +156,11 @@ def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch
     return batch[0]
 
 
+def images_in_batch(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> int:
+    """Images in a batch (ThroughputMonitor's `batch_size_fn` for tokenizer training)."""
+    return int(_images_of(batch).shape[0])
+
+
 def _no_closure() -> None:
     return None
 
