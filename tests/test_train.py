@@ -141,3 +141,17 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
         assert float(r["train/device/items_per_sec"]) > 0
         assert float(r["train/device/flops_per_sec"]) == pytest.approx(
             float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3)
+
+
+def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    # The grid of conf/sweep/scaling_tiny.yaml, cut down on the command line (which wins over the
+    # config's sweeper params): 2 widths × 2 budgets.
+    run_cli("-m", *FAST, "+sweep=scaling_tiny", f"paths.data_dir={demo_data_dir}", "+width=w64,w128",
+            "trainer.max_steps=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    seen = set()
+    for job in jobs:
+        checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+        seen.add((checkpoint["hyper_parameters"]["model_config"]["hidden_size"], checkpoint["global_step"]))
+    assert seen == {(64, 2), (64, 3), (128, 2), (128, 3)}
