@@ -2,7 +2,7 @@
 
 Training logs train/loss, train/acc, and the budget so far: train/tokens_seen (all devices) and
 train/flops_spent = tokens_seen · ModelConfig.flops_per_token(T) (6·N + 12·L·d·T per token, the PaLM
-appendix's count with full, not causal-halved, attention). `flops_per_batch` (the same count for one
+appendix's count) and train/flops_spent_causal with the attention term halved (6·N + 6·L·d·T). `flops_per_batch` (the same count for one
 batch on all devices) is what Lightning's ThroughputMonitor turns into FLOP/s and MFU.
 
 Validation logs val/loss and val/ppl over all tokens and, for batches that name each row's source
@@ -99,7 +99,10 @@ class LVMLitModule(pl.LightningModule):
         tokens_seen = (self.global_step + 1) * tokens_per_update
         flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1])
         self.log("train/tokens_seen", torch.tensor(tokens_seen, dtype=torch.float64), batch_size=batch_size)
+        causal_flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1], causal=True)
         self.log("train/flops_spent", torch.tensor(tokens_seen * flops_per_token, dtype=torch.float64),
+                 batch_size=batch_size)
+        self.log("train/flops_spent_causal", torch.tensor(tokens_seen * causal_flops_per_token, dtype=torch.float64),
                  batch_size=batch_size)
         return loss
 

@@ -135,6 +135,10 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
     assert seen == {step: (step + 1) * tokens_per_step for step in range(6)}
     spent = {int(r["step"]): float(r["train/flops_spent"]) for r in rows if r.get("train/flops_spent")}
     assert spent[5] == pytest.approx(6 * tokens_per_step * flops_per_token, rel=1e-6)
+    causal = {int(r["step"]): float(r["train/flops_spent_causal"]) for r in rows if r.get("train/flops_spent_causal")}
+    config = ModelConfig.from_name("vqlm_debug")  # the causal count skips half of the 12·L·d·T attention term
+    halved = 6 * config.num_parameters + 6 * config.num_layers * config.hidden_size * cfg.data.seq_len
+    assert causal[5] == pytest.approx(6 * tokens_per_step * halved, rel=1e-6) and causal[5] < spent[5]
     rates = [r for r in rows if r.get("train/device/items_per_sec")]  # ThroughputMonitor's keys
     assert rates
     for r in rates:  # FLOP/s is tokens/s times the model's FLOPs per token

@@ -43,10 +43,13 @@ class ModelConfig:
         d, f, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
         return 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
 
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6·N (dense) + 12·L·d·T (attention scores), as in the PaLM appendix."""
+    def flops_per_token(self, seq_len: int | None = None, causal: bool = False) -> int:
+        """Training FLOPs (forward + backward) per token at sequence length T: 6·N for the weights
+        plus 12·L·d·T for attention scores and values (the PaLM appendix). `causal=True` halves the
+        attention term to 6·L·d·T, the work a causal kernel actually does (the upper triangle is skipped)."""
         seq_len = seq_len or self.max_seq_len
-        return 6 * self.num_parameters + 12 * self.num_layers * self.hidden_size * seq_len
+        attention = 12 * self.num_layers * self.hidden_size * seq_len
+        return 6 * self.num_parameters + (attention // 2 if causal else attention)
 
     def to_dict(self) -> dict:
         return asdict(self)
