@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from tests.test_train import FAST, run_cli
 
@@ -52,6 +53,9 @@ def test_trainer_reads_the_slurm_environment_the_launcher_allocates(tmp_path, mo
                        "SLURM_JOB_NUM_NODES": "2", "SLURM_PROCID": "13", "SLURM_LOCALID": "5", "SLURM_NODEID": "1",
                        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "node[7-8]"}.items():
         monkeypatch.setenv(key, value)
+    # Building this Trainer sets Lightning's process-wide rank_zero_only.rank to 13; restore it after the
+    # test, or every later test in this process would act as rank 13 (no logs, no rank-zero warnings).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     trainer = instantiate(cfg.trainer)
     assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
     assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 8, 16)
