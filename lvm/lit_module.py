@@ -65,6 +65,7 @@ class LVMLitModule(pl.LightningModule):
         model_config: ModelConfig | Mapping,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(model_config, Mapping):
@@ -72,6 +73,7 @@ class LVMLitModule(pl.LightningModule):
         # Plain dict only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters({"model_config": model_config.to_dict()})
         self.model = LLaMA(model_config)
+        self.model.activation_checkpointing = activation_checkpointing
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()

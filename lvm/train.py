@@ -36,7 +36,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    module = LVMLitModule(model_config, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))
+    module = LVMLitModule(model_config, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
+                          activation_checkpointing=bool(cfg.get("activation_checkpointing", False)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -159,3 +159,13 @@ def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
         checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
         seen.add((checkpoint["hyper_parameters"]["model_config"]["hidden_size"], checkpoint["global_step"]))
     assert seen == {(64, 2), (64, 3), (128, 2), (128, 3)}
+
+
+def test_activation_checkpointing_option_trains_to_the_same_losses(demo_data_dir, tmp_path):
+    for name, flag in (("plain", "false"), ("recompute", "true")):
+        train(compose_train(demo_data_dir, tmp_path / name, "logger=csv", "trainer.max_steps=3",
+                            f"activation_checkpointing={flag}"))
+    plain, recompute = logged_losses(tmp_path / "plain"), logged_losses(tmp_path / "recompute")
+    assert sorted(plain) == [0, 1, 2]
+    for step in plain:
+        assert recompute[step] == pytest.approx(plain[step], rel=1e-5), step
