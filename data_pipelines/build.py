@@ -43,8 +43,9 @@ from rich.table import Table
 from data_pipelines.common import ImageSentence, SkipCounter
 from data_pipelines.curation import REASONS, Curator
 from data_pipelines.to_shards import tokenize_sentences
-from lvm.data.shards import MANIFEST_NAME, VisualSentence, manifest_dict, write_manifest, write_shard_file
-from lvm.tokenize import PLAN_NAME, PROGRESS_DIR, ImagesPerSecond, resolve_device
+from lvm.data.shards import (MANIFEST_NAME, VisualSentence, check_plan, manifest_dict, write_json_atomic,
+                             write_manifest, write_shard_file)
+from lvm.tokenize import PROGRESS_DIR, ImagesPerSecond, resolve_device
 from lvm.tokenizer.checkpoint import find_weights_file, load_vqgan
 from lvm.tokenizer.vqgan import VQGANModel
 
@@ -68,23 +69,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def check_plan(out_dir: Path, plan: dict[str, Any]) -> None:
-    """Write `plan.json`, or compare a rerun's plan with the one there: shards only line up when the
-    stream settings, the shard size and the tokenizer are the same."""
-    path = out_dir / PLAN_NAME
-    if path.exists():
-        old = json.loads(path.read_text())
-        changed = [k for k in sorted(plan.keys() | old.keys()) if old.get(k) != plan.get(k)]
-        if changed:
-            described = "; ".join(f"{k}: was {old.get(k)!r}, now {plan.get(k)!r}" for k in changed)
-            raise ValueError(f"{path}: this output folder was started with another {', '.join(changed)} "
-                             f"({described}); use a new output_dir or delete this one to start again")
-        return
-    tmp = path.with_name(f"{PLAN_NAME}.tmp")
-    tmp.write_text(json.dumps(plan, indent=1))
-    os.replace(tmp, path)
 
 
 def sentence_fingerprint(sentence: ImageSentence) -> bytes:
@@ -111,10 +95,7 @@ def finish_shard(out_dir: Path, index: int, sentences: list[VisualSentence], key
     entry = write_shard_file(out_dir / shard_name(index), sentences, keys, vocab_size=config.num_embeddings,
                              tokens_per_image=config.tokens_per_image)
     record = {**entry, "fingerprint": fingerprint}
-    path = out_dir / PROGRESS_DIR / f"{shard_name(index)}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(out_dir / PROGRESS_DIR / f"{shard_name(index)}.json", record)
     return record
 
 

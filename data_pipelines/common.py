@@ -301,6 +301,15 @@ def split_path_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     return [str(path) for path in paths]
 
 
+def read_file_list(path: str | os.PathLike) -> list[str]:
+    """The paths a text file lists, one per line: relative ones are relative to the list's folder;
+    blank lines and lines starting with ``#`` are ignored."""
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path) as f:
+        lines = [line.strip() for line in f]
+    return [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+
+
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], extensions: Iterable[str]) -> list[str]:
     """The files `inputs` names, in the order given: a folder gives its files with `extensions`
     (recursive, natural order), a glob its matches with those extensions (sorted), a ``.txt`` file the
@@ -313,10 +322,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], exten
         if os.path.isdir(entry):
             files += list_files(entry, wanted)
         elif entry.endswith(".txt") and os.path.isfile(entry):
-            base = os.path.dirname(os.path.abspath(entry))
-            with open(entry) as f:
-                lines = [line.strip() for line in f]
-            files += [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+            files += read_file_list(entry)
         elif glob.has_magic(entry):
             files += sorted(p for p in glob.glob(entry, recursive=True) if p.lower().endswith(wanted))
         else:

@@ -46,13 +46,13 @@ from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
 from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputError, expand_inputs, read_video_frames
-from lvm.data.shards import VisualSentence, manifest_dict, write_manifest, write_shard_file
+from lvm.data.shards import (VisualSentence, check_plan, manifest_dict, write_json_atomic, write_manifest,
+                             write_shard_file)
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import encode_images, to_channels_last
 from lvm.tokenizer.preprocess import ImageReadError, read_image_array
 from lvm.tokenizer.vqgan import VQGANModel
 
-PLAN_NAME = "plan.json"
 PROGRESS_DIR = "progress"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -97,28 +97,14 @@ def plan_shards(files: Sequence[str], files_per_shard: int, prefix: str = "shard
             for i, start in enumerate(range(0, len(files), files_per_shard))]
 
 
-def check_plan(out_dir: Path, files: Sequence[str], files_per_shard: int, tokenizer: dict) -> None:
-    """Write `plan.json`, or check a restart against the one there: shards only line up when the file
-    list, the shard size and the tokenizer are the same."""
-    plan = {
+def file_plan(files: Sequence[str], files_per_shard: int, tokenizer: dict) -> dict[str, Any]:
+    """What the shards of this job follow from: the file list, the shard size and the tokenizer."""
+    return {
         "files": len(files),
         "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest(),
         "files_per_shard": files_per_shard,
         "tokenizer": tokenizer,
     }
-    path = out_dir / PLAN_NAME
-    if path.exists():
-        old = json.loads(path.read_text())
-        changed = [k for k in plan if old.get(k) != plan[k]]
-        if changed:
-            raise ValueError(
-                f"{path}: this output folder was started with other {', '.join(changed)} "
-                f"(was {', '.join(f'{k}={old.get(k)!r}' for k in changed if k != 'tokenizer')}); "
-                "use a new output_dir or delete this one to start again")
-        return
-    tmp = path.with_name(f"{PLAN_NAME}.{os.getpid()}.tmp")  # per process: ranks may write at once
-    tmp.write_text(json.dumps(plan, indent=1))
-    os.replace(tmp, path)
 
 
 def shard_is_done(out_dir: Path, shard: ShardPlan) -> bool:
@@ -300,10 +286,7 @@ def _finish_shard(out_dir: Path, shard: ShardPlan, sentences: list[VisualSentenc
                                  tokens_per_image=config.tokens_per_image)
     summary = {"path": shard.name, "samples": entry["samples"], "tokens": entry["tokens"], "kinds": entry["kinds"],
                "files": len(shard.files), "skipped": skipped}
-    summary_path = out_dir / PROGRESS_DIR / f"{shard.name}.json"
-    tmp = summary_path.with_name(summary_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, summary_path)
+    write_json_atomic(out_dir / PROGRESS_DIR / f"{shard.name}.json", summary)
 
 
 def write_final_manifest(out_dir: Path, shards: list[ShardPlan], model: VQGANModel, config: dict) -> dict[str, Any]:
@@ -345,7 +328,7 @@ def tokenize(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         to_channels_last(model)
     files = list_inputs(list(cfg.inputs))
     root = os.path.commonpath([os.path.dirname(f) for f in files])
-    check_plan(out_dir, files, cfg.files_per_shard, model.config.to_dict())
+    check_plan(out_dir, file_plan(files, cfg.files_per_shard, model.config.to_dict()))
     shards = plan_shards(files, cfg.files_per_shard)
     mine = [s for s in shards if s.index % world_size == rank]
     todo = [s for s in mine if not shard_is_done(out_dir, s)]

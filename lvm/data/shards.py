@@ -26,6 +26,7 @@ import numpy as np
 import webdataset as wds
 
 MANIFEST_NAME = "manifest.json"
+PLAN_NAME = "plan.json"  # what a resumable writer's shards were made from (check_plan)
 MANIFEST_VERSION = 1
 DEFAULT_VOCAB_SIZE = 8292  # 8192 VQ codes + 100 reserved ids (spec §2)
 # json fields the writer owns; everything else in a sample's json is the sentence's `meta`.
@@ -94,8 +95,12 @@ def _decode_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as JSON to `path` through a temporary file, fsync and rename: readers see the old
+    file or the new one, never half of one. The temporary name is per process, so ranks writing the
+    same file at once do not trample each other."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
         f.flush()
@@ -170,10 +175,26 @@ def manifest_dict(
     }
 
 
+def check_plan(out_dir: str | os.PathLike, plan: dict[str, Any]) -> None:
+    """Write `<out_dir>/plan.json`, or check a rerun's `plan` against the one there. A resumable writer
+    keeps its finished shards only when what decides their content (inputs, settings, tokenizer) is
+    unchanged; any difference is an error naming each changed field, old and new."""
+    path = Path(out_dir) / PLAN_NAME
+    if not path.exists():
+        write_json_atomic(path, plan)
+        return
+    old = json.loads(path.read_text())
+    changed = [k for k in sorted(plan.keys() | old.keys()) if old.get(k) != plan.get(k)]
+    if changed:
+        described = "; ".join(f"{k}: was {old.get(k)!r}, now {plan.get(k)!r}" for k in changed)
+        raise ValueError(f"{path}: this output folder was started with another {', '.join(changed)} "
+                         f"({described}); use a new output_dir or delete this one to start again")
+
+
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Write `out_dir`/manifest.json atomically; returns its path."""
     path = Path(out_dir) / MANIFEST_NAME
-    _write_json_atomic(path, manifest)
+    write_json_atomic(path, manifest)
     return path
 
 

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipelines.common import IMAGE_EXTENSIONS, BadInputError, SkipCounter, SkippedInputWarning, list_files
+from data_pipelines.common import (IMAGE_EXTENSIONS, BadInputError, SkipCounter, SkippedInputWarning, list_files,
+                                   read_file_list)
 from lvm.tokenizer.preprocess import ImageReadError, load_image
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ def list_image_files(source: str | os.PathLike) -> list[Path]:
         return [Path(p) for p in list_files(source, IMAGE_EXTENSIONS, recursive=True)]
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such folder or image list")
-    lines = (line.strip() for line in source.read_text().splitlines())
-    return [source.parent / line for line in lines if line and not line.startswith("#")]
+    return [Path(p) for p in read_file_list(source)]
 
 
 def check_image_headers(paths: list[Path], skips: SkipCounter, strict: bool = False) -> list[Path]:
