@@ -55,27 +55,37 @@ def default_columns(n_images: int) -> int:
     return min(n_images, MAX_DEFAULT_COLUMNS)
 
 
+def tile_images(images: torch.Tensor, columns: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Images (N, C, H, W) → one (C, H', W') tensor of the same dtype: row-major tiles, at most
+    `columns` per row, `padding` pixels of `pad_value` around every tile; values copied exactly."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"tile_images expects images (N ≥ 1, C, H, W), got shape {tuple(images.shape)}")
+    if columns < 1:
+        raise ValueError(f"image_grid: columns must be ≥ 1, got {columns}")
+    if padding < 0:
+        raise ValueError(f"image_grid: padding must be ≥ 0, got {padding}")
+    n, channels, height, width = images.shape
+    columns = min(columns, n)  # as make_grid: a short sentence is not padded with empty tiles
+    rows = math.ceil(n / columns)
+    grid = images.new_full((channels, rows * (height + padding) + padding, columns * (width + padding) + padding),
+                           pad_value)
+    for i, tile in enumerate(images):
+        row, column = divmod(i, columns)
+        top, left = padding + row * (height + padding), padding + column * (width + padding)
+        grid[:, top:top + height, left:left + width] = tile
+    return grid
+
+
 def image_grid(images: torch.Tensor, columns: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
     """Images (N, 3, H, W) float in [0, 1] → one (H', W', 3) uint8 picture, `columns` per row
     (default `default_columns(N)`), row-major, `padding` pixels of `pad_value` around every tile."""
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
         raise ValueError(f"image_grid expects images (N ≥ 1, 3, H, W), got shape {tuple(images.shape)}")
-    n, _, height, width = images.shape
-    columns = default_columns(n) if columns is None else int(columns)
-    if columns < 1:
-        raise ValueError(f"image_grid: columns must be ≥ 1, got {columns}")
-    if padding < 0:
-        raise ValueError(f"image_grid: padding must be ≥ 0, got {padding}")
-    columns = min(columns, n)  # as make_grid: a short sentence is not padded with empty tiles
-    rows = math.ceil(n / columns)
-    tiles = tensor_to_uint8(images)  # (N, H, W, 3), clamped and rounded
-    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding, 3), pad_value,
-                   dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        row, column = divmod(i, columns)
-        top, left = padding + row * (height + padding), padding + column * (width + padding)
-        grid[top:top + height, left:left + width] = tile
-    return grid
+    columns = default_columns(images.shape[0]) if columns is None else int(columns)
+    # Clamped first, so the padding (pad_value / 255 → pad_value after rounding) is the only value
+    # the tiles did not hold; tensor_to_uint8 then rounds tiles and padding alike.
+    tiles = images.detach().float().clamp(0.0, 1.0)
+    return tensor_to_uint8(tile_images(tiles, columns, padding, pad_value / 255.0))
 
 
 def tile_box(index: int, n_images: int, tile_size: tuple[int, int], columns: int | None = None,

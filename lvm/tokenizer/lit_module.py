@@ -49,6 +49,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from lvm.tokenizer.discriminator import (GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss,
                                          generator_loss)
+from lvm.tokenizer.grid import tile_images
 from lvm.tokenizer.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
@@ -136,14 +137,8 @@ def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, 
     if originals.shape != reconstructions.shape:
         raise ValueError(f"reconstruction_grid: {tuple(originals.shape)} originals vs "
                          f"{tuple(reconstructions.shape)} reconstructions")
-    b, c, h, w = originals.shape
-    grid = originals.new_full((c, padding + 2 * (h + padding), padding + b * (w + padding)), pad_value)
-    for row, images in enumerate((originals, reconstructions)):
-        top = padding + row * (h + padding)
-        for i, image in enumerate(images):
-            left = padding + i * (w + padding)
-            grid[:, top:top + h, left:left + w] = image
-    return grid
+    return tile_images(torch.cat([originals, reconstructions]), columns=originals.shape[0], padding=padding,
+                       pad_value=pad_value)
 
 
 def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
