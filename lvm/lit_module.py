@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +24,7 @@ from torchmetrics import MeanMetric
 
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.strategies import FSDP2Strategy
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -66,7 +68,10 @@ class LVMLitModule(pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         activation_checkpointing: bool = False,
+        compile_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`compile_options`: None trains eagerly; a mapping (possibly empty) of `torch.compile` keyword
+        arguments compiles each decoder block in place, so parameter names and checkpoints are unchanged."""
         super().__init__()
         if isinstance(model_config, Mapping):
             model_config = ModelConfig(**model_config)
@@ -74,6 +79,8 @@ class LVMLitModule(pl.LightningModule):
         self.save_hyperparameters({"model_config": model_config.to_dict()})
         self.model = LLaMA(model_config)
         self.model.activation_checkpointing = activation_checkpointing
+        self.compile_options = None if compile_options is None else dict(compile_options)
+        self._compiled = False
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
@@ -85,6 +92,17 @@ class LVMLitModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
+    def configure_model(self) -> None:
+        # Sharding first, then compiling, as torchtitan does: the compiled blocks are the sharded ones.
+        # Also called without a trainer, by load_from_checkpoint.
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDP2Strategy):
+            strategy.shard(self.model)
+        if self.compile_options is not None and not self._compiled:
+            for block in self.model.layers:
+                block.compile(**self.compile_options)
+            self._compiled = True
+
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Read by ThroughputMonitor after the batch: FLOPs of this batch summed over all devices.
         flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1])
@@ -93,8 +111,9 @@ class LVMLitModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
         batch_size = batch["input_ids"].shape[0]  # said explicitly: batches also carry non-tensor fields
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/acc", accuracy, batch_size=batch_size)
+        # Averaged over ranks (equal batches), so the logged loss is the global batch's, as the original's.
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/acc", accuracy, batch_size=batch_size, sync_dist=True)
         # From the optimizer step count, so the totals survive a resume; float64 keeps them exact
         # past 2**24 tokens.
         tokens_per_update = tokens_of(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches

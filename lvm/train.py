@@ -8,13 +8,18 @@ Examples:
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lvm.checkpoint_io import resolve_directory
 from lvm.lit_module import LVMLitModule
 from lvm.model.config import ModelConfig
+from lvm.model.pretrained import load_pretrained_into
 
 
 def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: ModelConfig) -> None:
@@ -28,6 +33,13 @@ def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: Model
         raise ValueError(f"data.seq_len {seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
 
 
+def compile_options(cfg: DictConfig | None) -> dict[str, Any] | None:
+    """torch.compile keyword arguments from the `compile` group, or None when it is off."""
+    if not cfg or not cfg.get("enabled"):
+        return None
+    return {key: value for key, value in cfg.items() if key != "enabled" and value is not None}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed → instantiate data, module, callbacks, loggers, trainer → fit → final metrics."""
     model_config: ModelConfig = instantiate(cfg.model)
@@ -37,12 +49,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module = LVMLitModule(model_config, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
-                          activation_checkpointing=bool(cfg.get("activation_checkpointing", False)))
+                          activation_checkpointing=bool(cfg.get("activation_checkpointing", False)),
+                          compile_options=compile_options(cfg.get("compile")))
+    if cfg.get("init_from"):
+        if cfg.get("ckpt_path"):
+            raise ValueError("set either init_from (new run from pretrained weights) or ckpt_path (resume), not both")
+        load_pretrained_into(module.model, cfg.init_from)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last" and trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+        # A kill between the two renames of a checkpoint-folder swap leaves last.ckpt.old only.
+        resolve_directory(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     skipped = getattr(datamodule, "skipped_shards", 0)
     if skipped:  # each one was named in a CorruptShardWarning when it was met

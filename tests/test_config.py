@@ -59,12 +59,14 @@ def test_cpu_trainers_instantiate(compose_train, name):
         assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
 
 
-def test_fsdp_strategy_instantiates_and_wraps_blocks(compose_train):
+def test_fsdp_trainer_is_fsdp2_and_refuses_an_unknown_dtype(compose_train):
     cfg = compose_train("trainer=fsdp")
     strategy = instantiate(cfg.trainer.strategy)
-    assert type(strategy).__name__ == "FSDPStrategy"
-    assert "Block" in repr(strategy.kwargs["auto_wrap_policy"])
+    assert type(strategy).__name__ == "FSDP2Strategy" and strategy.reshard_after_forward
+    assert strategy.mixed_precision.param_dtype is None  # compute precision from trainer.precision
     assert cfg.trainer.precision == "bf16-mixed"
+    with pytest.raises(InstantiationException, match="param_dtype must be one of .* not 'bf16'"):
+        instantiate(cfg.trainer.strategy, param_dtype="bf16")
     # the full trainer needs GPUs: on this machine that is Lightning's own clear refusal
     with pytest.raises(InstantiationException, match="No supported gpu backend"):
         instantiate(cfg.trainer)
@@ -101,7 +103,7 @@ def test_optimizer_scheduler_callbacks_loggers_instantiate(compose_train):
     assert optimizer.param_groups[0]["lr"] == 0.0  # warmup starts from zero
     assert scheduler.lr_lambdas[0](cfg.scheduler.warmup_steps) == 1.0
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "LearningRateMonitor", "ThroughputMonitor"}
+    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "LearningRateMonitor", "LVMThroughputMonitor"}
     for name in options("logger"):
         (logger,) = [instantiate(c) for c in compose_train(f"logger={name}").logger.values()]
         assert isinstance(logger, pl.loggers.Logger)
