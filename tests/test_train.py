@@ -125,7 +125,7 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
     from lvm.model.config import ModelConfig
 
     cfg = compose_train(demo_data_dir, tmp_path, "logger=csv", "trainer.max_steps=6",
-                        "callbacks.throughput_monitor.window_size=2")
+                        "callbacks.throughput_monitor.window_size=2", "callbacks.throughput_monitor.peak_flops_per_device=1e11")
     train(cfg)
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -145,6 +145,8 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
         assert float(r["train/device/items_per_sec"]) > 0
         assert float(r["train/device/flops_per_sec"]) == pytest.approx(
             float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3)
+        # MFU against the peak given in the config (on GPUs/TPUs it comes from lvm/throughput.py's table)
+        assert float(r["train/device/mfu"]) == pytest.approx(float(r["train/device/flops_per_sec"]) / 1e11, rel=1e-6)
 
 
 def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
@@ -169,3 +171,64 @@ def test_activation_checkpointing_option_trains_to_the_same_losses(demo_data_dir
     assert sorted(plain) == [0, 1, 2]
     for step in plain:
         assert recompute[step] == pytest.approx(plain[step], rel=1e-5), step
+
+
+def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_and_the_run_resumes(demo_data_dir, tmp_path):
+    common = [*FAST, f"paths.data_dir={demo_data_dir}", "logger=csv", "trainer.max_steps=6",
+              "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
+    # Saves: 1 = step0000002.ckpt, 2 = last.ckpt (step 2), 3 = step0000004.ckpt, 4 = last.ckpt (step 4) ← killed
+    killed = subprocess.run([sys.executable, "-m", "lvm.train", *common,
+                             "trainer.plugins=[{_target_:tests.callbacks.KillMidSave,at_save:4}]"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (partial,) = checkpoints.glob(".last.ckpt.*.tmp")  # the half-written step-4 save, never renamed
+    with pytest.raises(Exception):
+        torch.load(partial, weights_only=True)
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
+
+    run_cli(*common, "ckpt_path=last", cwd=tmp_path)
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert not list(checkpoints.glob(".*.tmp"))  # the next save cleared the leftover
+    assert sorted(logged_losses(tmp_path / "run"))[-4:] == [2, 3, 4, 5]  # steps 2-5 trained after the resume
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_to_the_same_losses(demo_data_dir, tmp_path):
+    for name, flag in (("eager", "false"), ("compiled", "true")):
+        train(compose_train(demo_data_dir, tmp_path / name, "logger=csv", "trainer.max_steps=3",
+                            f"compile.enabled={flag}"))
+    eager, compiled = logged_losses(tmp_path / "eager"), logged_losses(tmp_path / "compiled")
+    assert sorted(eager) == [0, 1, 2]
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+    checkpoint = torch.load(tmp_path / "compiled" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "model.layers.0.self_attn.q_proj.weight" in checkpoint["state_dict"]  # names unchanged by compiling
+
+
+def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_data_dir, tmp_path):
+    train(compose_train(demo_data_dir, tmp_path / "pretrain", "logger=csv", "trainer.max_steps=12",
+                        "scheduler.decay_steps=12"))
+    pretrained = tmp_path / "pretrain" / "checkpoints" / "last.ckpt"
+    pretrain_losses = logged_losses(tmp_path / "pretrain")
+
+    finetune = ["experiment=finetune", "data=demo", "model=vqlm_debug", "data.seq_len=128", "trainer.max_steps=2",
+                "scheduler.warmup_steps=1", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    cfg = compose_train(demo_data_dir, tmp_path / "finetune", "logger=csv", *finetune, f"init_from={pretrained}")
+    assert cfg.optimizer.lr == pytest.approx(1.5e-5) and cfg.task_name == "finetune"
+    train(cfg)
+    finetuned = logged_losses(tmp_path / "finetune")
+    # The first finetuning step already has the pretrained model's loss, far below a fresh init's.
+    assert finetuned[0] < pretrain_losses[0] - 0.3
+    assert finetuned[0] == pytest.approx(pretrain_losses[11], abs=0.3)
+    with open(tmp_path / "finetune" / "csv" / "metrics.csv") as f:
+        lrs = [float(r["lr-AdamW"]) for r in csv.DictReader(f) if r.get("lr-AdamW")]
+    assert max(lrs) == pytest.approx(1.5e-5)
+    checkpoint = torch.load(tmp_path / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2  # a new run: its own steps, not the pretraining's
+
+    with pytest.raises(ValueError, match="either init_from .* or ckpt_path"):
+        train(compose_train(demo_data_dir, tmp_path / "both", *finetune, f"init_from={pretrained}", "ckpt_path=last"))
+    with pytest.raises(ValueError, match=r"last\.ckpt: weights do not fit .*mis-shaped: \['embed_tokens"):
+        train(compose_train(demo_data_dir, tmp_path / "wrong", *finetune, "+width=w64", f"init_from={pretrained}"))
