@@ -119,3 +119,19 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients_and_saves_ac
     # The blocks' internals are recomputed, not stored: far fewer saved activations.
     assert saved["checkpointed"][1] < 0.5 * saved["plain"][1]
     assert checkpointed.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash-attn runs on CUDA only")
+def test_flash_attn_and_sdpa_give_the_same_logits(monkeypatch):
+    pytest.importorskip("flash_attn")
+    import lvm.model.llama as llama
+
+    assert llama.flash_attn_func is not None
+    torch.manual_seed(0)
+    model = LLaMA(ModelConfig(hidden_size=256, intermediate_size=512, num_layers=2, num_heads=4)).cuda().bfloat16()
+    ids = torch.randint(0, 8192, (2, 512), device="cuda")
+    with torch.no_grad():
+        flash = model(ids).float()
+        monkeypatch.setattr(llama, "flash_attn_func", None)  # the same model through torch SDPA
+        sdpa = model(ids).float()
+    torch.testing.assert_close(flash, sdpa, rtol=2e-2, atol=2e-2)  # bf16 kernels differ in summation order
