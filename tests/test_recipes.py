@@ -1,7 +1,6 @@
 """conf/experiment/lvm_*.yaml reproduce the original's training run (spec §4), checked against the spec's
 numbers written out here, not read from our code."""
 
-import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from lvm.model import LLaMA, ModelConfig
+from tests.spec import spec_lr as schedule_of_spec
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZES = ["100m", "300m", "600m", "1b", "3b", "7b", "13b", "20b", "30b"]
@@ -17,11 +17,7 @@ PEAK, END, WARMUP, DECAY, TOTAL = 1.5e-4, 3e-5, 8_000, 288_000, 400_000
 
 
 def spec_lr(t: int) -> float:
-    if t < WARMUP:
-        return PEAK * t / WARMUP
-    if t >= DECAY:
-        return END
-    return END + (PEAK - END) * 0.5 * (1 + math.cos(math.pi * (t - WARMUP) / (DECAY - WARMUP)))
+    return schedule_of_spec(t, PEAK, END, WARMUP, DECAY)
 
 
 def compose_recipe(size: str):

@@ -163,14 +163,18 @@ def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
     assert seen == {(64, 2), (64, 3), (128, 2), (128, 3)}
 
 
+def assert_option_keeps_the_losses(demo_data_dir: Path, tmp_path: Path, option: str, rel: float) -> None:
+    """Train 3 steps with `<option>=false` and `=true`; the logged loss must agree at every step."""
+    for flag in ("false", "true"):
+        train(compose_train(demo_data_dir, tmp_path / flag, "logger=csv", "trainer.max_steps=3", f"{option}={flag}"))
+    off, on = logged_losses(tmp_path / "false"), logged_losses(tmp_path / "true")
+    assert sorted(off) == [0, 1, 2]
+    for step in off:
+        assert on[step] == pytest.approx(off[step], rel=rel), step
+
+
 def test_activation_checkpointing_option_trains_to_the_same_losses(demo_data_dir, tmp_path):
-    for name, flag in (("plain", "false"), ("recompute", "true")):
-        train(compose_train(demo_data_dir, tmp_path / name, "logger=csv", "trainer.max_steps=3",
-                            f"activation_checkpointing={flag}"))
-    plain, recompute = logged_losses(tmp_path / "plain"), logged_losses(tmp_path / "recompute")
-    assert sorted(plain) == [0, 1, 2]
-    for step in plain:
-        assert recompute[step] == pytest.approx(plain[step], rel=1e-5), step
+    assert_option_keeps_the_losses(demo_data_dir, tmp_path, "activation_checkpointing", rel=1e-5)
 
 
 def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_and_the_run_resumes(demo_data_dir, tmp_path):
@@ -196,14 +200,8 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_and_the_run_res
 
 @pytest.mark.slow
 def test_compiled_blocks_train_to_the_same_losses(demo_data_dir, tmp_path):
-    for name, flag in (("eager", "false"), ("compiled", "true")):
-        train(compose_train(demo_data_dir, tmp_path / name, "logger=csv", "trainer.max_steps=3",
-                            f"compile.enabled={flag}"))
-    eager, compiled = logged_losses(tmp_path / "eager"), logged_losses(tmp_path / "compiled")
-    assert sorted(eager) == [0, 1, 2]
-    for step in eager:
-        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
-    checkpoint = torch.load(tmp_path / "compiled" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_option_keeps_the_losses(demo_data_dir, tmp_path, "compile.enabled", rel=1e-4)
+    checkpoint = torch.load(tmp_path / "true" / "checkpoints" / "last.ckpt", weights_only=True)
     assert "model.layers.0.self_attn.q_proj.weight" in checkpoint["state_dict"]  # names unchanged by compiling
 
 
