@@ -34,7 +34,6 @@ import base64
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_pipelines.jsonl import export_jsonl  # noqa: E402
+from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
 from lvm.data.datamodule import MixtureDataModule  # noqa: E402
 from lvm.data.shards import ShardWriter, VisualSentence  # noqa: E402
 from lvm.model.config import ModelConfig  # noqa: E402
@@ -184,16 +184,6 @@ def time_training(seq_len: int, batch_size: int, steps: int) -> float:
 
 
 # --- the run ---------------------------------------------------------------------------------------------
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

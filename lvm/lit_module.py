@@ -30,11 +30,14 @@ OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy of logits (B, T, V) against labels (B, T); every token is valid."""
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-    accuracy = (logits.argmax(-1) == labels).float().mean()
-    return loss, accuracy
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, T, V) against labels (B, T); every token is valid."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of tokens whose argmax is the label (no gradient)."""
+    return (logits.detach().argmax(-1) == labels).float().mean()
 
 
 def batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
@@ -109,23 +112,28 @@ class LVMLitModule(pl.LightningModule):
         self.flops_per_batch = flops_per_token * tokens_of(batch) * self.trainer.world_size
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, accuracy = next_token_loss(self.model(batch["input_ids"]), batch["labels"])
+        logits = self.model(batch["input_ids"])
+        loss = next_token_loss(logits, batch["labels"])
         batch_size = batch["input_ids"].shape[0]  # said explicitly: batches also carry non-tensor fields
         # Averaged over ranks (equal batches), so the logged loss is the global batch's, as the original's.
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log("train/acc", accuracy, batch_size=batch_size, sync_dist=True)
+        # The rest is only written every log_every_n_steps: skip its cost (an argmax over the
+        # vocabulary for every token) on the other steps.
+        if self.trainer._logger_connector.should_update_logs:
+            self._log_accuracy_and_budget(logits, batch)
+        return loss
+
+    def _log_accuracy_and_budget(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        batch_size, seq_len = batch["input_ids"].shape
+        self.log("train/acc", token_accuracy(logits, batch["labels"]), batch_size=batch_size, sync_dist=True)
         # From the optimizer step count, so the totals survive a resume; float64 keeps them exact
         # past 2**24 tokens.
         tokens_per_update = tokens_of(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches
         tokens_seen = (self.global_step + 1) * tokens_per_update
-        flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1])
+        for name, causal in (("train/flops_spent", False), ("train/flops_spent_causal", True)):
+            flops = tokens_seen * self.model.config.flops_per_token(seq_len, causal=causal)
+            self.log(name, torch.tensor(flops, dtype=torch.float64), batch_size=batch_size)
         self.log("train/tokens_seen", torch.tensor(tokens_seen, dtype=torch.float64), batch_size=batch_size)
-        causal_flops_per_token = self.model.config.flops_per_token(batch["input_ids"].shape[1], causal=True)
-        self.log("train/flops_spent", torch.tensor(tokens_seen * flops_per_token, dtype=torch.float64),
-                 batch_size=batch_size)
-        self.log("train/flops_spent_causal", torch.tensor(tokens_seen * causal_flops_per_token, dtype=torch.float64),
-                 batch_size=batch_size)
-        return loss
 
     # -- validation ---------------------------------------------------------------------------------
     def _add_val_sources(self, names: Iterable[str]) -> None:
@@ -144,8 +152,7 @@ class LVMLitModule(pl.LightningModule):
         logits, labels = self.model(batch["input_ids"]), batch["labels"]
         token_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none").view_as(labels)
         self.val_loss.update(token_loss.mean(), weight=labels.numel())
-        accuracy = (logits.argmax(-1) == labels).float().mean()
-        self.log("val/acc", accuracy, sync_dist=True, batch_size=labels.shape[0])
+        self.log("val/acc", token_accuracy(logits, labels), sync_dist=True, batch_size=labels.shape[0])
         sources = batch.get("source")
         if sources is not None:
             for name, (loss, n_tokens) in loss_by_source(token_loss, sources).items():

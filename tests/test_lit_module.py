@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lvm.data.datamodule import MixtureDataModule
-from lvm.lit_module import LVMLitModule, loss_by_source, next_token_loss
+from lvm.lit_module import LVMLitModule, loss_by_source, next_token_loss, token_accuracy
 from lvm.model import ModelConfig
 from lvm.optim import build_adamw, warmup_cosine_scheduler
 
@@ -36,7 +36,7 @@ class RepeatingImages(Dataset):
 def test_next_token_loss_matches_manual_cross_entropy():
     logits = torch.randn(2, 5, 11)
     labels = torch.randint(0, 11, (2, 5))
-    loss, acc = next_token_loss(logits, labels)
+    loss, acc = next_token_loss(logits, labels), token_accuracy(logits, labels)
     manual = -torch.log_softmax(logits, -1).gather(-1, labels[..., None]).mean()
     assert torch.allclose(loss, manual, atol=1e-6)
     assert acc == (logits.argmax(-1) == labels).float().mean()
