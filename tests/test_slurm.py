@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from tests.test_train import FAST, run_cli
+from tests.cli import run_train_cli
+from tests.test_train import FAST
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 submitit = pytest.importorskip("submitit")
@@ -93,7 +94,7 @@ def test_sbatch_script_the_plugin_submits(tmp_path, monkeypatch):
 
 def test_submitit_local_runs_a_two_point_sweep(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", *FAST,
+    run_train_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", *FAST,
             f"paths.data_dir={demo_data_dir}", "trainer.max_steps=4", "logger=csv", "optimizer.lr=1e-3,3e-3",
             f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
     for job, lr in (("0", "0.001"), ("1", "0.003")):

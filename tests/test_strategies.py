@@ -3,8 +3,6 @@ and FSDP2's sharded checkpoint folders resume and load."""
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from lvm.checkpoint_io import replace_directory, resolve_directory
 from lvm.model import LLaMA, ModelConfig
 from lvm.model.pretrained import read_pretrained_state_dict
+from tests.cli import run_train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # Random-token global batches of 4 sentences × 32 tokens, the same for any number of processes.
@@ -24,10 +23,7 @@ TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.pr
 
 
 def train_cli(out: Path, *overrides: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(out.parent)}
-    result = subprocess.run([sys.executable, "-m", "lvm.train", *COMMON, f"hydra.run.dir={out}", *overrides],
-                            cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_train_cli(*COMMON, f"hydra.run.dir={out}", *overrides, cwd=out.parent)
     return result.stdout + result.stderr
 
 

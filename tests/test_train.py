@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lvm.train import train
+from tests.cli import run_train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["experiment=demo", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
@@ -56,17 +57,9 @@ def test_resume_from_last_checkpoint_continues_the_same_run(demo_data_dir, tmp_p
         assert resumed[step] == pytest.approx(expected[step], rel=1e-5), step
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(cwd)}
-    result = subprocess.run([sys.executable, "-m", "lvm.train", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_multirun_sweep_runs_every_point(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("-m", *FAST, f"paths.data_dir={demo_data_dir}", "trainer.max_steps=4", "optimizer.lr=1e-3,3e-3",
+    run_train_cli("-m", *FAST, f"paths.data_dir={demo_data_dir}", "trainer.max_steps=4", "optimizer.lr=1e-3,3e-3",
             f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -77,7 +70,7 @@ def test_multirun_sweep_runs_every_point(demo_data_dir, tmp_path):
 
 def test_ddp_with_two_cpu_processes(demo_data_dir, tmp_path):
     out = tmp_path / "ddp"
-    result = run_cli(*FAST, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=4",
+    result = run_train_cli(*FAST, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=4",
                      f"paths.data_dir={demo_data_dir}", f"hydra.run.dir={out}", cwd=tmp_path)
     log = result.stdout + result.stderr
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
@@ -93,7 +86,7 @@ def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(d
     common = [*FAST, f"paths.data_dir={demo_data_dir}", "logger=csv", "trainer.max_steps=12",
               "callbacks.model_checkpoint.every_n_train_steps=4"]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run_cli(*common, f"hydra.run.dir={full}", "+callbacks.record._target_=tests.callbacks.RecordBatches",
+    run_train_cli(*common, f"hydra.run.dir={full}", "+callbacks.record._target_=tests.callbacks.RecordBatches",
             f"+callbacks.record.path={tmp_path / 'full.txt'}", cwd=tmp_path)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
@@ -104,7 +97,7 @@ def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(d
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]  # died of SIGKILL at step 10, after the step-8 checkpoint
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
-    run_cli(*common, f"hydra.run.dir={cut}", "ckpt_path=last", "+callbacks.record._target_=tests.callbacks.RecordBatches",
+    run_train_cli(*common, f"hydra.run.dir={cut}", "ckpt_path=last", "+callbacks.record._target_=tests.callbacks.RecordBatches",
             f"+callbacks.record.path={tmp_path / 'resumed.txt'}", cwd=tmp_path)
 
     uninterrupted = recorded_batches(tmp_path / "full.txt")
@@ -153,7 +146,7 @@ def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     # The grid of conf/sweep/scaling_tiny.yaml, cut down on the command line (which wins over the
     # config's sweeper params): 2 widths × 2 budgets.
-    run_cli("-m", *FAST, "+sweep=scaling_tiny", f"paths.data_dir={demo_data_dir}", "+width=w64,w128",
+    run_train_cli("-m", *FAST, "+sweep=scaling_tiny", f"paths.data_dir={demo_data_dir}", "+width=w64,w128",
             "trainer.max_steps=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     seen = set()
@@ -192,7 +185,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_and_the_run_res
         torch.load(partial, weights_only=True)
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
-    run_cli(*common, "ckpt_path=last", cwd=tmp_path)
+    run_train_cli(*common, "ckpt_path=last", cwd=tmp_path)
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
     assert not list(checkpoints.glob(".*.tmp"))  # the next save cleared the leftover
     assert sorted(logged_losses(tmp_path / "run"))[-4:] == [2, 3, 4, 5]  # steps 2-5 trained after the resume

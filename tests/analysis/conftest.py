@@ -1,25 +1,15 @@
 """A real tiny scaling sweep, trained once per session through the `python -m lvm.train -m` CLI:
 3 widths × 6 steps of the demo shards (about 40 s on 2 cores)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import run_train_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 WIDTHS = {"w64": 64, "w96": 96, "w128": 128}  # conf/width/<name>.yaml: 2 layers, 4 heads, SwiGLU 2×width
 MAX_STEPS, BATCH_SIZE, SEQ_LEN = 6, 8, 128   # conf/data/demo.yaml's batch and sequence length
-
-
-def run_train_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m lvm.train ARGS` in a subprocess, as a user runs it; fails the test with its output."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(cwd)}
-    result = subprocess.run([sys.executable, "-m", "lvm.train", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ def _raw_shard(path, samples):
             tar.write(sample)
 
 
-def _npy(array) -> bytes:
+def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
@@ -194,12 +194,6 @@ def test_tar_with_long_member_names_is_read_by_webdataset(tmp_path):
             tar.addfile(info, io.BytesIO(payload))
     (got,) = list(iter_shard(path))
     assert got.key == key and np.array_equal(got.tokens, expected.tokens)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def test_truncated_or_corrupt_shard_is_an_error_naming_it(tmp_path):
