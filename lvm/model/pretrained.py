@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lvm.model.config import ModelConfig
+from lvm.model.llama import LLaMA
 
 HF_CONFIG_FIELDS = {  # ours → LlamaConfig's
     "hidden_size": "hidden_size",
@@ -115,3 +116,28 @@ def load_pretrained_into(model: nn.Module, path: str | Path) -> None:
                          f"unexpected: {unexpected[:8]}; mis-shaped: {mis_shaped[:8]}. Is model= the size it was "
                          "trained as?")
     model.load_state_dict(state)
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The dimensions of the model stored at `path`: a Hugging Face folder's config.json, or the
+    `model_config` hyperparameters of one of our Lightning `.ckpt` files."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return model_config_from_hf(path)
+        raise ValueError(f"{path}: a folder without config.json. Sharded FSDP2 checkpoints hold no model "
+                         "dimensions; load them with init_from= in lvm.train, or export a Hugging Face folder")
+    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    if "model_config" not in hparams:
+        raise ValueError(f"{path}: no hyper_parameters.model_config; is this a checkpoint written by lvm.train?")
+    return ModelConfig(**hparams["model_config"])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LLaMA:
+    """An eval-mode LLaMA with the weights at `path` (our `.ckpt` or a Hugging Face folder), on `device`
+    in `dtype` (default: fp32)."""
+    model = LLaMA(read_model_config(path))
+    load_pretrained_into(model, path)
+    return model.to(device=device, dtype=dtype or torch.float32).eval()
