@@ -1,52 +1,67 @@
 """Visual prompting: images in, images out (spec §7).
 
 Sequential prompting continues a run of frames; analogy prompting lays out x₁ y₁ … x_k y_k x_q and
-writes y_q. Both go images → VQGAN codes → `generate_tokens` → codes → images. The context is a
+writes y_q. Both go images → VQGAN codes → `GenerationEngine` → codes → images. The context is a
 sliding window over whole images, as in the original: at most `max_images − 1` images of context.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 
-from lvm.generation.sampler import SamplingConfig, generate_tokens
+from lvm.generation.engine import GenerationEngine
+from lvm.generation.sampler import SamplingConfig
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.vqgan import VQGANModel
 
 
+def as_engine(model: LLaMA | GenerationEngine) -> GenerationEngine:
+    return model if isinstance(model, GenerationEngine) else GenerationEngine(model)
+
+
 def continue_image_codes(
-    model: LLaMA,
-    context_codes: torch.Tensor,
+    model: LLaMA | GenerationEngine,
+    contexts: Sequence[torch.Tensor],
     n_new_images: int,
     sampling: SamplingConfig,
     n_candidates: int = 1,
     max_images: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Codes of context images (N, n) → codes of `n_new_images` next images (n_candidates, n_new_images, n).
+    """Codes of each prompt's context images (N_b, n) → codes of the next `n_new_images` images of every
+    prompt, (B, n_candidates, n_new_images, n); the prompts are decoded together as one batch.
 
-    The first call writes as many images as fit beside the context; later images are written one at a
-    time from the last `max_images − 1` images (the original's sliding window).
+    Each image is written from every image before it while they fit in `max_images` (default: as many
+    as max_seq_len holds); after that from the last `max_images − 1` images (the original's sliding
+    window over whole images). A context longer than that keeps its last `max_images − 1` images.
     """
-    n = context_codes.shape[1]
-    max_images = max_images or model.config.max_seq_len // n
+    engine = as_engine(model)
+    sizes = {int(c.shape[1]) for c in contexts}
+    if len(sizes) != 1 or any(c.ndim != 2 or c.shape[0] == 0 for c in contexts):
+        raise ValueError(f"contexts must be non-empty (images, tokens per image) tensors with one image size; got "
+                         f"shapes {[tuple(c.shape) for c in contexts]}")
+    n = sizes.pop()
+    max_images = max_images or engine.model.config.max_seq_len // n
     if max_images < 2:
-        raise ValueError(f"the model's max_seq_len {model.config.max_seq_len} holds fewer than 2 images of {n} tokens")
-    context = context_codes[-(max_images - 1) :].reshape(1, -1)  # (1, images·n)
-    written: list[torch.Tensor] = []  # chunks of (n_candidates, images, n)
+        raise ValueError(f"the model's max_seq_len {engine.model.config.max_seq_len} holds fewer than 2 images of "
+                         f"{n} tokens")
+    window = (max_images - 1) * n
+    rows = [c.reshape(-1)[-window:] for c in contexts]
+    written: list[torch.Tensor] = []  # chunks of (B·n_candidates, images, n)
     n_written = 0
     while n_written < n_new_images:
-        in_context = context.shape[1] // n
-        chunk = min(max_images - in_context, n_new_images - n_written)
+        chunk = min(max_images - max(len(r) for r in rows) // n, n_new_images - n_written)
         # Candidates fork on the first chunk only; afterwards each row continues its own candidate.
-        new = generate_tokens(model, context, chunk * n, sampling, 1 if written else n_candidates, generator)
-        context = torch.cat([context.expand(new.shape[0], -1), new], dim=1)[:, -(max_images - 1) * n :]
+        fork = 1 if written else n_candidates
+        new = engine.generate(rows, chunk * n, sampling, fork, generator)
+        rows = [torch.cat([rows[j // fork].to(new.device), new[j]])[-window:] for j in range(new.shape[0])]
         written.append(new.view(new.shape[0], chunk, n))
         n_written += chunk
-    return torch.cat(written, dim=1)
+    return torch.cat(written, dim=1).view(len(contexts), n_candidates, n_new_images, n)
 
 
 def _vq_only(sampling: SamplingConfig, vqgan: VQGANModel) -> SamplingConfig:
@@ -55,7 +70,7 @@ def _vq_only(sampling: SamplingConfig, vqgan: VQGANModel) -> SamplingConfig:
 
 
 def sequential_prompting(
-    model: LLaMA,
+    model: LLaMA | GenerationEngine,
     vqgan: VQGANModel,
     frames: torch.Tensor,
     n_new_frames: int = 1,
@@ -66,13 +81,13 @@ def sequential_prompting(
     """Frames (N, 3, H, W) in [0, 1] → next frames (n_candidates, n_new_frames, 3, H, W) in [0, 1]."""
     sampling = _vq_only(sampling or SamplingConfig(), vqgan)
     codes = encode_images(vqgan, frames)
-    new = continue_image_codes(model, codes, n_new_frames, sampling, n_candidates, generator=generator)
+    new = continue_image_codes(model, [codes], n_new_frames, sampling, n_candidates, generator=generator)[0]
     images = decode_codes(vqgan, new.reshape(-1, codes.shape[1]))
     return images.view(n_candidates, n_new_frames, *images.shape[1:])
 
 
 def analogy_prompting(
-    model: LLaMA,
+    model: LLaMA | GenerationEngine,
     vqgan: VQGANModel,
     examples: list[tuple[torch.Tensor, torch.Tensor]],
     query: torch.Tensor,

@@ -43,7 +43,8 @@ def rope_cos_sin(seq_len: int, head_dim: int, theta: float, device=None) -> tupl
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, Dh) by position tables (T, Dh): x·cos + rotate_half(x)·sin."""
+    """Rotate (B, H, T, Dh) by position tables (T, Dh), or (B, 1, T, Dh) when rows sit at different
+    positions: x·cos + rotate_half(x)·sin."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -59,10 +60,15 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write (B, H, T, Dh) at positions `input_pos` (T,) and return the whole cache."""
+        """Write (B, H, T, Dh) at slots `input_pos` (T,) and return the whole cache."""
         self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
         self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
         return self.k, self.v
+
+    def repeat_rows(self, repeats: int) -> None:
+        """Row b becomes rows b·repeats … (b+1)·repeats − 1: candidates share their prompt's prefill."""
+        self.k = self.k.repeat_interleave(repeats, dim=0)
+        self.v = self.v.repeat_interleave(repeats, dim=0)
 
 
 class Attention(nn.Module):
@@ -177,6 +183,11 @@ class LLaMA(nn.Module):
             attn.kv_cache = KVCache(batch_size, attn.num_heads, max_len, attn.head_dim, dtype, device)
         self.cache_mask = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()
 
+    def repeat_kv_cache_rows(self, repeats: int) -> None:
+        """Fork every cached row into `repeats` identical rows (after a prefill, before sampling)."""
+        for layer in self.layers:
+            layer.self_attn.kv_cache.repeat_rows(repeats)
+
     def clear_kv_cache(self) -> None:
         for layer in self.layers:
             layer.self_attn.kv_cache = None
@@ -188,15 +199,26 @@ class LLaMA(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(
-        self, input_ids: torch.Tensor, input_pos: torch.Tensor | None = None, last_token_only: bool = False
+        self,
+        input_ids: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        last_token_only: bool = False,
+        position_ids: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`input_pos` (T,) are the absolute positions of `input_ids`; required once a KV cache is set up."""
+        """With a KV cache set up, `input_pos` (T,) are the cache slots `input_ids` fill (required).
+        Left-padded batches also pass `position_ids` (B, T), each row's rotary positions, and
+        `attn_mask` (B, 1, T, cache_len) bool, the slots each query may see; by default every row's
+        positions are its slots and attention is causal over the cache."""
         T = input_ids.shape[1]
         if self.has_kv_cache:
             if input_pos is None:
-                raise ValueError("a KV cache is set up: pass input_pos (the positions of input_ids)")
-            cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
-            mask = self.cache_mask[input_pos][None, None]  # (1, 1, T, cache_len): causal over the cache
+                raise ValueError("a KV cache is set up: pass input_pos (the cache slots of input_ids)")
+            if position_ids is None:
+                cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
+            else:
+                cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
+            mask = self.cache_mask[input_pos][None, None] if attn_mask is None else attn_mask
         else:
             if T > self.config.max_seq_len:
                 raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {self.config.max_seq_len}")

@@ -29,8 +29,9 @@ def greedy_by_recomputation(model: LLaMA, context: torch.Tensor, n_tokens: int) 
 
 def test_sliding_window_keeps_the_last_images(model):
     context = torch.randint(0, 32, (5, N), generator=torch.Generator().manual_seed(1))
-    new = continue_image_codes(model, context, n_new_images=3, sampling=SamplingConfig(temperature=0, num_vq_codes=32))
-    assert new.shape == (1, 3, N)
+    new = continue_image_codes(model, [context], n_new_images=3, sampling=SamplingConfig(temperature=0, num_vq_codes=32))
+    assert new.shape == (1, 1, 3, N)
+    new = new[0]
     # the model holds 3 images: each new image is written from the 2 images before it
     images = list(context)
     for i in range(3):
@@ -42,8 +43,21 @@ def test_sliding_window_keeps_the_last_images(model):
 def test_only_vq_codes_are_written(model):
     context = torch.randint(0, 32, (2, N), generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(0)
-    new = continue_image_codes(model, context, 4, SamplingConfig(temperature=1.5, num_vq_codes=7), n_candidates=5, generator=g)
-    assert new.shape == (5, 4, N) and int(new.max()) < 7
+    new = continue_image_codes(model, [context], 4, SamplingConfig(temperature=1.5, num_vq_codes=7), n_candidates=5,
+                               generator=g)
+    assert new.shape == (1, 5, 4, N) and int(new.max()) < 7
+
+
+def test_prompts_of_different_lengths_decode_together_as_they_do_alone(model):
+    g = torch.Generator().manual_seed(3)
+    contexts = [torch.randint(0, 32, (k, N), generator=g) for k in (1, 2, 4)]
+    greedy = SamplingConfig(temperature=0, num_vq_codes=32)
+    together = continue_image_codes(model, contexts, 3, greedy, n_candidates=2)
+    assert together.shape == (3, 2, 3, N)
+    for context, row in zip(contexts, together):
+        assert torch.equal(row, continue_image_codes(model, [context], 3, greedy, n_candidates=2)[0])
+    with pytest.raises(ValueError, match="one image size"):
+        continue_image_codes(model, [contexts[0], torch.zeros(2, N + 1, dtype=torch.long)], 1, greedy)
 
 
 @pytest.fixture(scope="module")

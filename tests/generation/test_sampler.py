@@ -1,39 +1,9 @@
-"""KV-cached decoding against full recomputation; sampling filters against direct computations."""
+"""Sampling filters against direct computations."""
 
 import pytest
 import torch
 
-from lvm.generation.sampler import SamplingConfig, generate_tokens, sample_next_tokens
-from lvm.model import LLaMA, ModelConfig
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    # Larger init std than 0.02 so greedy paths are not all the same token.
-    config = ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=120,
-                         max_seq_len=96, init_std=0.3)
-    return LLaMA(config).eval()
-
-
-def test_greedy_with_cache_equals_full_recomputation(model):
-    prompt = torch.randint(0, 100, (3, 20), generator=torch.Generator().manual_seed(3))
-    greedy = SamplingConfig(temperature=0, num_vq_codes=100)
-    cached = generate_tokens(model, prompt, 40, greedy)
-    uncached = generate_tokens(model, prompt, 40, greedy, use_kv_cache=False)
-    assert cached.shape == (3, 40)
-    assert torch.equal(cached, uncached)
-    assert len(cached.unique()) > 3  # a non-degenerate path, so the comparison means something
-    assert not model.has_kv_cache  # the cache is released afterwards
-
-
-def test_seeded_sampling_is_reproducible_and_candidates_differ(model):
-    prompt = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(4))
-    sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.9, num_vq_codes=100)
-    a = generate_tokens(model, prompt, 16, sampling, n_candidates=3, generator=torch.Generator().manual_seed(7))
-    b = generate_tokens(model, prompt, 16, sampling, n_candidates=3, generator=torch.Generator().manual_seed(7))
-    assert a.shape == (6, 16) and torch.equal(a, b)
-    assert not torch.equal(a[0], a[1])
+from lvm.generation.sampler import SamplingConfig, sample_next_tokens
 
 
 def test_special_and_unused_ids_are_never_sampled():
@@ -56,8 +26,7 @@ def test_top_k_and_top_p_keep_exactly_the_expected_tokens():
     assert draws(SamplingConfig(top_p=0.5, num_vq_codes=5)) == {0}
 
 
-def test_bad_requests_are_refused(model):
-    with pytest.raises(ValueError, match="exceeds the model's max_seq_len 96"):
-        generate_tokens(model, torch.zeros(1, 90, dtype=torch.long), 10)
-    with pytest.raises(ValueError, match="top_p"):
-        SamplingConfig(top_p=0)
+def test_bad_settings_are_refused():
+    for bad in ({"top_p": 0}, {"top_k": 0}, {"temperature": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingConfig(**bad)

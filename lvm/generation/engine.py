@@ -1,0 +1,154 @@
+"""Batched, KV-cached decoding of VQ tokens: prompts of any lengths in, `max_new_tokens` per candidate out.
+
+How a batch runs (the shapes stay fixed from the first decode step to the last, so the step compiles once):
+- prompts are left-padded to the longest, P tokens; row b has p_b pad slots in front;
+- one static cache of P + max_new_tokens slots per row is preallocated;
+- the prefill writes slots 0 … P−1; each row's rotary positions start at 0 on its first real token,
+  and no query ever sees a pad slot (a pad query sees only itself, so no row is all-masked);
+- the prefilled rows are forked into `n_candidates` rows each (a prompt is prefilled once, not n times);
+- every decode step writes one slot for all rows and samples from the VQ codes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import torch
+
+from lvm.generation.sampler import SamplingConfig, sample_next_tokens
+from lvm.model.llama import LLaMA
+
+Prompts = torch.Tensor | Sequence[torch.Tensor]
+
+
+def as_prompt_list(prompts: Prompts) -> list[torch.Tensor]:
+    """A (B, T) tensor or a sequence of 1-D tensors → a list of 1-D int64 tensors, each non-empty."""
+    rows = list(prompts.unbind(0)) if isinstance(prompts, torch.Tensor) and prompts.ndim == 2 else list(prompts)
+    if not rows:
+        raise ValueError("no prompts given")
+    for i, row in enumerate(rows):
+        if not isinstance(row, torch.Tensor) or row.ndim != 1 or row.numel() == 0 or row.is_floating_point():
+            shape = tuple(row.shape) if isinstance(row, torch.Tensor) else type(row).__name__
+            raise ValueError(f"prompt {i}: expected a non-empty 1-D tensor of token ids, got {shape}")
+    return [row.long() for row in rows]
+
+
+class GenerationEngine:
+    """Writes token continuations with one `LLaMA` (eval mode, any device and dtype).
+
+    `compile_decode=True` runs the one-token decode step through `torch.compile` (`compile_options` are
+    its keyword arguments); the first call of each new batch shape pays the compilation.
+    """
+
+    def __init__(self, model: LLaMA, compile_decode: bool = False, compile_options: dict[str, Any] | None = None) -> None:
+        self.model = model.eval()
+        self.decode_step: Callable[..., torch.Tensor] = self._decode_step
+        if compile_decode:
+            self.decode_step = torch.compile(self._decode_step, **(compile_options or {}))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def _decode_step(
+        self, tokens: torch.Tensor, slot: torch.Tensor, position_ids: torch.Tensor, attn_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """One new token per row (B, 1) at cache slot `slot` (1,) → next-token logits (B, V)."""
+        return self.model(tokens, input_pos=slot, position_ids=position_ids, attn_mask=attn_mask)[:, -1]
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Prompts,
+        max_new_tokens: int,
+        sampling: SamplingConfig | None = None,
+        n_candidates: int = 1,
+        generator: torch.Generator | None = None,
+        use_kv_cache: bool = True,
+    ) -> torch.Tensor:
+        """Continue each prompt by `max_new_tokens` tokens → (B·n_candidates, max_new_tokens) int64 on the
+        model's device. Rows are grouped by prompt: rows [i·n, (i+1)·n) are the candidates of prompt i.
+
+        `use_kv_cache=False` recomputes every row on its own, unpadded, at every step: the slow reference
+        that the cached, padded path is tested against.
+        """
+        sampling = sampling or SamplingConfig()
+        rows = [row.to(self.device) for row in as_prompt_list(prompts)]
+        if n_candidates < 1 or max_new_tokens < 1:
+            raise ValueError(f"n_candidates and max_new_tokens must be ≥ 1, got {n_candidates} and {max_new_tokens}")
+        longest = max(len(row) for row in rows)
+        if longest + max_new_tokens > self.model.config.max_seq_len:
+            raise ValueError(
+                f"prompt of {longest} + {max_new_tokens} new tokens exceeds the model's max_seq_len "
+                f"{self.model.config.max_seq_len}; shorten the context"
+            )
+        if not use_kv_cache:
+            return self._generate_by_recomputation(rows, max_new_tokens, sampling, n_candidates, generator)
+        return self._generate_cached(rows, max_new_tokens, sampling, n_candidates, generator)
+
+    def _generate_cached(
+        self, rows: list[torch.Tensor], max_new_tokens: int, sampling: SamplingConfig, n_candidates: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        device, model = self.device, self.model
+        batch, prompt_len = len(rows), max(len(row) for row in rows)
+        total = prompt_len + max_new_tokens
+        pads = torch.tensor([prompt_len - len(row) for row in rows], device=device)
+        tokens = torch.zeros(batch, prompt_len, dtype=torch.long, device=device)  # pad id 0: never attended
+        for i, row in enumerate(rows):
+            tokens[i, pads[i]:] = row
+        slots = torch.arange(total, device=device)
+        real = slots[None, :] >= pads[:, None]  # (B, total): slots holding a real token (or a future one)
+
+        prefill_slots = slots[:prompt_len]
+        causal = prefill_slots[:, None] >= slots[None, :]  # (P, total)
+        own = prefill_slots[:, None] == slots[None, :]
+        prefill_mask = (causal[None] & real[:, None]) | own[None]  # (B, P, total)
+        positions = (prefill_slots[None, :] - pads[:, None]).clamp(min=0)
+
+        model.setup_kv_cache(batch_size=batch, max_len=total)
+        try:
+            logits = model(tokens, input_pos=prefill_slots, last_token_only=True, position_ids=positions,
+                           attn_mask=prefill_mask[:, None])[:, -1]
+            if n_candidates > 1:
+                model.repeat_kv_cache_rows(n_candidates)
+                logits = logits.repeat_interleave(n_candidates, dim=0)
+                pads, real = pads.repeat_interleave(n_candidates), real.repeat_interleave(n_candidates, dim=0)
+            new_tokens = torch.empty(batch * n_candidates, max_new_tokens, dtype=torch.long, device=device)
+            for i in range(max_new_tokens):
+                new_tokens[:, i] = sample_next_tokens(logits, sampling, generator)
+                if i + 1 == max_new_tokens:
+                    break
+                slot = slots[prompt_len + i : prompt_len + i + 1]
+                mask = (real & (slots <= slot))[:, None, None, :]  # (B·n, 1, 1, total)
+                logits = self.decode_step(new_tokens[:, i : i + 1], slot, (slot - pads)[:, None], mask)
+        finally:
+            model.clear_kv_cache()
+        return new_tokens
+
+    def _generate_by_recomputation(
+        self, rows: list[torch.Tensor], max_new_tokens: int, sampling: SamplingConfig, n_candidates: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        # Same draw order as the cached path: at each step, one draw for all rows together.
+        sequences = [row for row in rows for _ in range(n_candidates)]
+        new_tokens = torch.empty(len(sequences), max_new_tokens, dtype=torch.long, device=self.device)
+        for i in range(max_new_tokens):
+            logits = torch.cat([self.model(seq[None], last_token_only=True)[:, -1] for seq in sequences])
+            new_tokens[:, i] = sample_next_tokens(logits, sampling, generator)
+            sequences = [torch.cat([seq, new_tokens[j, i : i + 1]]) for j, seq in enumerate(sequences)]
+        return new_tokens
+
+
+def generate_tokens(
+    model: LLaMA,
+    prompts: Prompts,
+    max_new_tokens: int,
+    sampling: SamplingConfig | None = None,
+    n_candidates: int = 1,
+    generator: torch.Generator | None = None,
+    use_kv_cache: bool = True,
+) -> torch.Tensor:
+    """`GenerationEngine(model).generate(...)`, for one-off calls (no compiled step to keep)."""
+    return GenerationEngine(model).generate(prompts, max_new_tokens, sampling, n_candidates, generator, use_kv_cache)
