@@ -64,7 +64,7 @@ def continue_image_codes(
     return torch.cat(written, dim=1).view(len(contexts), n_candidates, n_new_images, n)
 
 
-def _vq_only(sampling: SamplingConfig, vqgan: VQGANModel) -> SamplingConfig:
+def restrict_to_codebook(sampling: SamplingConfig, vqgan: VQGANModel) -> SamplingConfig:
     """Restrict sampling to the codes this tokenizer actually has."""
     return replace(sampling, num_vq_codes=min(sampling.num_vq_codes, vqgan.config.num_embeddings))
 
@@ -79,7 +79,7 @@ def sequential_prompting(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Frames (N, 3, H, W) in [0, 1] → next frames (n_candidates, n_new_frames, 3, H, W) in [0, 1]."""
-    sampling = _vq_only(sampling or SamplingConfig(), vqgan)
+    sampling = restrict_to_codebook(sampling or SamplingConfig(), vqgan)
     codes = encode_images(vqgan, frames)
     new = continue_image_codes(model, [codes], n_new_frames, sampling, n_candidates, generator=generator)[0]
     images = decode_codes(vqgan, new.reshape(-1, codes.shape[1]))
