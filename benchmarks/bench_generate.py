@@ -1,0 +1,126 @@
+"""Generation speed: our `GenerationEngine` against `transformers`' `LlamaForCausalLM.generate` (its
+default dynamic KV cache, SDPA attention) on the same weights and the same prompts.
+
+    python benchmarks/bench_generate.py                      # ~4 minutes on 2 CPU cores
+    python benchmarks/bench_generate.py --sizes vqlm_debug --context-images 7 --rounds 3
+
+For each model size (default: vqlm_debug and vqlm_100m, exact dimensions of the spec, random weights
+from our seeded initialisation written once as a Hugging Face folder and loaded by each side as its
+users would) and each batch size (1 and 8): prompts of `--context-images` images × 256 tokens of
+random VQ codes (no specials), then one image of 256 new tokens, greedy with every special id
+suppressed — what the LVM does when it writes the next image. Both sides must write identical tokens
+(checked; greedy on the same fp32 weights).
+- time to first image: the wall time of the whole call (prefill + 256 decode steps);
+- decode tokens/s: new tokens (batch × 255) / (that time − the time of the same call with one new token,
+  i.e. the prefill and call overhead), so prefill speed does not blur the per-token figure.
+Each measurement is the median of `--rounds` interleaved rounds after one warm-up call per side.
+The headline is the decode-speed ratio at batch 1 for the largest size (the hardest case: the
+weights dominate the per-token cost, so Python overhead matters least). Target >= 2x (goal 3x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import tempfile
+import time
+import warnings
+
+import torch
+from transformers import LlamaForCausalLM
+from transformers.utils import logging as hf_logging
+
+from benchmarks.machine import cpu_name
+from lvm.generation.engine import GenerationEngine
+from lvm.generation.sampler import SamplingConfig
+from lvm.interop.hf import export_hf
+from lvm.model.config import NUM_VQ_CODES, ModelConfig
+from lvm.model.llama import LLaMA
+from lvm.model.pretrained import load_model
+
+TOKENS_PER_IMAGE = 256
+GREEDY = SamplingConfig(temperature=0)
+
+
+def hf_generate(model: LlamaForCausalLM, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    vocab = model.config.vocab_size
+    out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, suppress_tokens=list(range(NUM_VQ_CODES, vocab)),
+                         pad_token_id=NUM_VQ_CODES, eos_token_id=None, bos_token_id=None)
+    return out[:, prompts.shape[1]:]
+
+
+def timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bench_size(name: str, batch_sizes: list[int], context_images: int, rounds: int, seed: int) -> list[dict]:
+    config = ModelConfig.from_name(name)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        export_hf(LLaMA(config), folder, dtype=torch.float32)
+        ours = GenerationEngine(load_model(folder))
+        theirs = LlamaForCausalLM.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32).eval()
+    rows = []
+    g = torch.Generator().manual_seed(seed + 1)
+    for batch in batch_sizes:
+        prompts = torch.randint(0, NUM_VQ_CODES, (batch, context_images * TOKENS_PER_IMAGE), generator=g)
+        calls = {
+            "ours": lambda n: ours.generate(prompts, n, GREEDY),
+            "transformers": lambda n: hf_generate(theirs, prompts, n),
+        }
+        with torch.inference_mode():
+            same = torch.equal(calls["ours"](TOKENS_PER_IMAGE), calls["transformers"](TOKENS_PER_IMAGE))  # + warm-up
+            times: dict[str, dict[str, list[float]]] = {k: {"image": [], "prefill": []} for k in calls}
+            for r in range(rounds):
+                for side in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+                    times[side]["prefill"].append(timed(lambda: calls[side](1))[0])
+                    times[side]["image"].append(timed(lambda: calls[side](TOKENS_PER_IMAGE))[0])
+        for side in calls:
+            image = statistics.median(times[side]["image"])
+            prefill = statistics.median(times[side]["prefill"])
+            rows.append({"size": name, "params": config.num_parameters, "batch": batch, "side": side,
+                         "first_image_s": image, "decode_tok_s": batch * (TOKENS_PER_IMAGE - 1) / (image - prefill),
+                         "same_tokens": same})
+        print(f"  {name} batch {batch}: done", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["vqlm_debug", "vqlm_100m"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--context-images", type=int, default=3, help="prompt images of 256 tokens")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    hf_logging.set_verbosity_error()
+    rows = [row for name in args.sizes for row in bench_size(name, args.batch_sizes, args.context_images,
+                                                             args.rounds, args.seed)]
+    print(f"\nGeneration, {args.context_images} prompt images ({args.context_images * TOKENS_PER_IMAGE} tokens) → "
+          f"1 image ({TOKENS_PER_IMAGE} tokens), greedy, fp32; {cpu_name()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {datetime.date.today()}\n")
+    print("| model | batch | engine | time to first image (s) | decode tokens/s | speed-up | same tokens |")
+    print("|---|---:|---|---:|---:|---:|---|")
+    ratios = {}
+    for row in rows:
+        ref = next(r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
+                   and r["side"] == "transformers")
+        ratio = row["decode_tok_s"] / ref["decode_tok_s"]
+        if row["side"] == "ours":
+            ratios[(row["size"], row["batch"])] = ratio
+        print(f"| {row['size']} ({row['params'] / 1e6:.1f} M) | {row['batch']} | {row['side']} | "
+              f"{row['first_image_s']:.2f} | {row['decode_tok_s']:.0f} | {ratio:.2f}x | "
+              f"{'yes' if row['same_tokens'] else 'NO'} |")
+    largest = max(args.sizes, key=lambda n: ModelConfig.from_name(n).num_parameters)
+    batch = min(args.batch_sizes)
+    print(f"\nbench_generate: {ratios[(largest, batch)]:.2f}x vs transformers generate "
+          f"(decode tokens/s, {largest}, batch {batch}; target 2x)")
+
+
+if __name__ == "__main__":
+    main()
