@@ -19,8 +19,6 @@ from gradio_client.exceptions import AppError
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-pytest.importorskip("gradio", reason="gradio is installed apart from requirements.txt (its pillow cap): "
-                    "pip install --no-deps gradio==6.31.0")
 from lvm.app import UploadError, UploadLimits, read_upload_image, serve
 from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
