@@ -8,7 +8,7 @@ Prompt sources:
 - a folder of prompt folders: each subfolder is a prompt, its images in natural order (x₁ y₁ … x_q
   for an analogy, frames for a sequence), a file named `target.*` its ground truth.
 
-Output, per prompt `<out>/<id>/`: `candidate_<c>.png` (the first new image of candidate c; with
+Output, per prompt `<out>/<id>/` (paths in results are relative to `<out>`, inputs and target absolute): `candidate_<c>.png` (the first new image of candidate c; with
 `n_new_frames` > 1 also `candidate_<c>_frame_<f>.png`), `grid.png` (one row per candidate: prompt |
 new images | target) and `result.json`, written last. `<out>/results.jsonl` lists every prompt's result.
 
@@ -190,8 +190,10 @@ def _write_prompt_outputs(
         rows.append(torch.cat(row))
     columns = rows[0].shape[0]
     save_png(tensor_to_uint8(tile_images(torch.cat(rows), columns, padding=2, pad_value=1.0)), folder / "grid.png")
-    result = {"id": prompt.id, "inputs": [str(p) for p in prompt.inputs], "candidates": candidates, "frames": frames,
-              "grid": f"{prompt.id}/grid.png", "target": str(prompt.target) if prompt.target else None}
+    # Generated files relative to out_dir (the folder can move); inputs and target absolute.
+    result = {"id": prompt.id, "inputs": [str(p.resolve()) for p in prompt.inputs], "candidates": candidates,
+              "frames": frames, "grid": f"{prompt.id}/grid.png",
+              "target": str(prompt.target.resolve()) if prompt.target else None}
     _write_json(folder / "result.json", result)
     return result
 
