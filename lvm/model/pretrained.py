@@ -5,76 +5,33 @@
 - a Hugging Face `LlamaForCausalLM` folder (`config.json` + `model.safetensors`, a sharded
   `model.safetensors.index.json`, or `pytorch_model.bin`), as the released LVM 7B is published.
 
+This module tells the three apart; `lvm.interop.hf` reads (streams) and writes Hugging Face folders.
 Our parameter names are Hugging Face's without the `model.` prefix, so no tensor is permuted.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from lvm.interop.hf import (
+    HF_CONFIG_FIELDS,
+    check_weights_fit,
+    is_hf_folder,
+    load_hf_into,
+    model_config_from_hf,
+    read_hf_state_dict,
+)
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
 
-HF_CONFIG_FIELDS = {  # ours → LlamaConfig's
-    "hidden_size": "hidden_size",
-    "intermediate_size": "intermediate_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "vocab_size": "vocab_size",
-    "max_seq_len": "max_position_embeddings",
-    "rope_theta": "rope_theta",
-    "norm_eps": "rms_norm_eps",
-}
-
-
-def model_config_from_hf(path: str | Path) -> ModelConfig:
-    """ModelConfig from a Hugging Face folder's config.json, refusing what our model does not have."""
-    config_file = Path(path) / "config.json"
-    hf = json.loads(config_file.read_text())
-    missing = [hf_name for hf_name in HF_CONFIG_FIELDS.values() if hf_name not in hf and hf_name != "rope_theta"]
-    if missing:
-        raise ValueError(f"{config_file}: missing field(s) {missing} of a LlamaConfig")
-    kv_heads = hf.get("num_key_value_heads") or hf["num_attention_heads"]
-    if kv_heads != hf["num_attention_heads"]:
-        raise ValueError(f"{config_file}: num_key_value_heads {kv_heads} != num_attention_heads "
-                         f"{hf['num_attention_heads']}; LVM models use plain multi-head attention")
-    if hf.get("tie_word_embeddings"):
-        raise ValueError(f"{config_file}: tie_word_embeddings is true; LVM models have an untied head")
-    rope_theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    values = {ours: hf[theirs] for ours, theirs in HF_CONFIG_FIELDS.items() if theirs in hf}
-    values["rope_theta"] = float(rope_theta)
-    return ModelConfig(name=Path(path).name, **values)
-
-
-def _hf_weight_files(folder: Path) -> list[Path]:
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.exists():
-            weight_map = json.loads(index.read_text()).get("weight_map")
-            if not weight_map:
-                raise ValueError(f"{index}: no 'weight_map' field naming the shard of each tensor")
-            return [folder / name for name in sorted(set(weight_map.values()))]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists():
-            return [folder / name]
-    raise FileNotFoundError(f"{folder}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
-
-
-def read_hf_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a Hugging Face LlamaForCausalLM folder, renamed to our parameter names."""
-    tensors: dict[str, torch.Tensor] = {}
-    for file in _hf_weight_files(Path(folder)):
-        if file.suffix == ".safetensors":
-            tensors.update(load_file(file))
-        else:
-            tensors.update(torch.load(file, map_location="cpu", weights_only=True))
-    return {name.removeprefix("model."): tensor for name, tensor in tensors.items()
-            if not name.endswith("rotary_emb.inv_freq")}  # a buffer some exports include; we rebuild it
+__all__ = [  # the Hugging Face names re-exported for the callers that import them from here
+    "HF_CONFIG_FIELDS", "allocate_model", "load_model", "load_pretrained_into", "model_config_from_hf",
+    "read_hf_state_dict", "read_model_config", "read_pretrained_state_dict", "save_model_checkpoint",
+]
 
 
 def _read_lightning_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -85,8 +42,8 @@ def _read_lightning_state_dict(path: Path, model: nn.Module) -> dict[str, torch.
         wrapped = {"state_dict": template}
         dcp.load(wrapped, checkpoint_id=str(path))
         state = wrapped["state_dict"]
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
+    else:  # memory-mapped: the tensors are read from disk as they are copied, not all at once
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict")
         if state is None:
             raise ValueError(f"{path}: no 'state_dict' field; is this a Lightning checkpoint of lvm.train?")
     return {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
@@ -97,24 +54,24 @@ def read_pretrained_state_dict(path: str | Path, model: nn.Module) -> dict[str, 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"init_from: {path} does not exist")
-    if path.is_dir() and (path / "config.json").exists():
+    if is_hf_folder(path):
         return read_hf_state_dict(path)
     return _read_lightning_state_dict(path, model)
 
 
 def load_pretrained_into(model: nn.Module, path: str | Path) -> None:
     """Copy pretrained weights into `model` (cast to its dtype); any missing, extra or mis-shaped
-    tensor is an error that names the file and the tensors."""
-    state = read_pretrained_state_dict(path, model)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = [f"{name}: {tuple(state[name].shape)} in the file, {tuple(expected[name].shape)} in the model"
-                  for name in sorted(set(state) & set(expected)) if state[name].shape != expected[name].shape]
-    if missing or unexpected or mis_shaped:
-        raise ValueError(f"{path}: weights do not fit the configured model. Missing: {missing[:8]}; "
-                         f"unexpected: {unexpected[:8]}; mis-shaped: {mis_shaped[:8]}. Is model= the size it was "
-                         "trained as?")
+    tensor is an error that names the file and the tensors. A Hugging Face folder is streamed tensor by
+    tensor (`lvm.interop.hf.load_hf_into`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    if is_hf_folder(path):
+        load_hf_into(model, path)
+        return
+    state = _read_lightning_state_dict(path, model)
+    check_weights_fit(path, {name: (tuple(tensor.shape), path.name) for name, tensor in state.items()},
+                      {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()})
     model.load_state_dict(state)
 
 
@@ -129,15 +86,44 @@ def read_model_config(path: str | Path) -> ModelConfig:
             return model_config_from_hf(path)
         raise ValueError(f"{path}: a folder without config.json. Sharded FSDP2 checkpoints hold no model "
                          "dimensions; load them with init_from= in lvm.train, or export a Hugging Face folder")
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
     if "model_config" not in hparams:
         raise ValueError(f"{path}: no hyper_parameters.model_config; is this a checkpoint written by lvm.train?")
     return ModelConfig(**hparams["model_config"])
 
 
+def allocate_model(config: ModelConfig, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> LLaMA:
+    """A LLaMA whose parameters are allocated once, directly on `device` in `dtype` (built on the meta
+    device, then materialised and initialised): a model to load weights into without a second copy."""
+    with torch.device("meta"):
+        model = LLaMA(config)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.init_weights()
+    return model
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LLaMA:
     """An eval-mode LLaMA with the weights at `path` (our `.ckpt` or a Hugging Face folder), on `device`
     in `dtype` (default: fp32)."""
-    model = LLaMA(read_model_config(path))
+    model = allocate_model(read_model_config(path), device, dtype or torch.float32)
     load_pretrained_into(model, path)
-    return model.to(device=device, dtype=dtype or torch.float32).eval()
+    return model.eval()
+
+
+def save_model_checkpoint(model: LLaMA, path: str | Path) -> Path:
+    """Write `model` as a weights-only checkpoint in our `.ckpt` layout (`state_dict` with `model.<name>`
+    keys, `hyper_parameters.model_config`), which `load_model`, `read_model_config` and `lvm.train`'s
+    `init_from` read. Written to a temporary file beside `path`, then moved onto it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"state_dict": {f"model.{name}": tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+                  "hyper_parameters": {"model_config": model.config.to_dict()}}
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
