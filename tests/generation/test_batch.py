@@ -66,7 +66,9 @@ def test_batched_greedy_outputs_equal_one_prompt_at_a_time(prompt_file, tmp_path
         written = Image.open(out / result["candidates"][0])
         assert written.size == (40, 30)  # "original": back to the query's size
         expected = Image.fromarray(alone).resize((40, 30), Image.BICUBIC)
-        assert np.array_equal(np.asarray(written), np.asarray(expected)), prompt.id
+        # Same codes; the VQGAN decoder's convolutions round a little differently at another batch size.
+        diff = np.abs(np.asarray(written).astype(int) - np.asarray(expected))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, prompt.id
         grid = Image.open(out / result["grid"])
         columns = len(prompt.inputs) + 1 + (prompt.target is not None)
         assert grid.size == (2 + columns * 34, 2 + 2 * 34)  # 32-px tiles, 2-px padding, one row per candidate
