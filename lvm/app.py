@@ -8,7 +8,7 @@ frames in name order → the next frames). Candidates appear one by one as they 
 
 Examples:
     python -m lvm.app model_path=logs/train/runs/<time>/checkpoints/last.ckpt tokenizer_path=ckpt/vqgan
-    python -m lvm.app model_path=ckpt/lvm-7b-hf tokenizer_path=ckpt/vqgan device=cuda dtype=float16
+    python -m lvm.app model_path=ckpt/lvm-7b-hf tokenizer_path=ckpt/vqgan device=cuda dtype=fp16
 Uploads larger than `limits.max_upload_mb` or `limits.max_pixels`, and files that are not images (or
 not videos, in the video field), are refused with a message naming the file and the limit.
 """
@@ -32,13 +32,12 @@ from data_pipelines.common import BadInputError, natural_sort_key, read_video_fr
 from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.llama import LLaMA
-from lvm.model.pretrained import load_model
+from lvm.model.pretrained import load_model, parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import image_grid
 from lvm.tokenizer.preprocess import pil_to_tensor, tensor_to_uint8, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Gallery = list[tuple[np.ndarray, str]]  # (H, W, 3) uint8 pictures with captions
 
 
@@ -326,12 +325,10 @@ def launch_app(app: gr.Blocks, limits: UploadLimits = UploadLimits(), server_nam
 
 
 def load_prompter(model_path: str | os.PathLike, tokenizer_path: str | os.PathLike, device: str = "cpu",
-                  dtype: str = "float32", limits: UploadLimits = UploadLimits()) -> VisualPrompter:
+                  dtype: str = "fp32", limits: UploadLimits = UploadLimits()) -> VisualPrompter:
     """The LVM at `model_path` (our .ckpt or a Hugging Face folder) in `dtype` and the VQGAN at
     `tokenizer_path` (fp32), both on `device`."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
-    model = load_model(model_path, device=device, dtype=DTYPES[dtype])
+    model = load_model(model_path, device=device, dtype=parse_dtype(dtype))
     vqgan = load_vqgan(tokenizer_path, map_location=device).eval()
     return VisualPrompter(model, vqgan, limits)
 

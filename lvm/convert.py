@@ -12,25 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lvm.interop.easylm import convert_easylm_to_hf
 from lvm.interop.hf import export_checkpoint_to_hf, parse_size
 from lvm.model.config import ModelConfig
-from lvm.model.pretrained import load_model, save_model_checkpoint
+from lvm.model.pretrained import load_model, parse_dtype, save_model_checkpoint
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-          "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_DTYPES = {"to_hf": "bf16", "from_hf": "fp32", "from_easylm": "fp16"}
-
-
-def parse_dtype(name: str | None, direction: str) -> torch.dtype:
-    name = DEFAULT_DTYPES[direction] if name is None else str(name)
-    if name not in DTYPES:
-        raise ValueError(f"dtype: {name!r} is not one of fp32, fp16, bf16")
-    return DTYPES[name]
 
 
 def convert(cfg: DictConfig) -> Path:
@@ -41,7 +31,7 @@ def convert(cfg: DictConfig) -> Path:
     src, dst = Path(cfg.src), Path(cfg.dst)
     if not src.exists():
         raise FileNotFoundError(f"src: {src} does not exist")
-    dtype = parse_dtype(cfg.get("dtype"), direction)
+    dtype = parse_dtype(cfg.get("dtype") or DEFAULT_DTYPES[direction])
     max_shard_size = parse_size(cfg.max_shard_size)
     model_cfg = cfg.get("model")
     if direction == "from_easylm":

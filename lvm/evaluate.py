@@ -4,7 +4,7 @@ generations (conf/eval.yaml).
 Examples:
     python -m lvm.evaluate task=perplexity model_path=ckpt/lvm.ckpt tokenizer_path=ckpt/vqgan prompts=eval/tasks.jsonl
     python -m lvm.evaluate task=video_perplexity model_path=hf/lvm-7b tokenizer_path=ckpt/vqgan \
-        videos=data/val_videos device=cuda dtype=bfloat16
+        videos=data/val_videos device=cuda dtype=bf16
     python -m lvm.evaluate task=image_metrics results=logs/generate/runs/<time>/results.jsonl \
         inception_weights=weights/pt_inception-2015-12-05-6726825d.pth
 Files land in the run folder (logs/eval_<task>/runs/<time>): <task>.csv and <task>.json.
@@ -15,17 +15,15 @@ from __future__ import annotations
 import logging
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lvm.eval.metrics import evaluate_generations
 from lvm.eval.perplexity import evaluate_perplexity, evaluate_video_perplexity
-from lvm.model.pretrained import load_model
+from lvm.model.pretrained import load_model, parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 
 log = logging.getLogger(__name__)
 
-DTYPES = {None: torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TASKS = ("perplexity", "video_perplexity", "image_metrics")
 
 
@@ -45,9 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                     inception_weights=cfg.inception_weights, fid_feature=cfg.fid_feature,
                                     progress=cfg.progress)
     _require(cfg, "model_path", "tokenizer_path", "prompts" if cfg.task == "perplexity" else "videos")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"dtype={cfg.dtype!r}: expected one of float32, bfloat16, float16")
-    model = load_model(cfg.model_path, device=cfg.device, dtype=DTYPES[cfg.dtype])
+    model = load_model(cfg.model_path, device=cfg.device, dtype=parse_dtype(cfg.dtype))
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
     common = dict(batch_size=cfg.batch_size, encode_batch_size=cfg.encode_batch_size, skip_bad=cfg.skip_bad,
                   progress=cfg.progress, about={"model_path": str(cfg.model_path),

@@ -17,8 +17,7 @@ from omegaconf import DictConfig, ListConfig
 from lvm.generation.batch import VisualPrompt, generate_for_prompts, read_prompts
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
-from lvm.model.pretrained import load_model
-from lvm.tokenize import PRECISIONS
+from lvm.model.pretrained import load_model, parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 
 
@@ -44,10 +43,9 @@ def prompts_from_config(cfg: DictConfig) -> list[VisualPrompt]:
 
 def generate(cfg: DictConfig) -> list[dict]:
     """Load the model and the VQGAN, generate every prompt's candidates; returns the results."""
-    if cfg.dtype not in PRECISIONS:
-        raise ValueError(f"dtype must be one of {sorted(PRECISIONS)}, got {cfg.dtype!r}")
-    prompts = prompts_from_config(cfg)  # bad prompt options fail before the (slow) model load
-    model = load_model(cfg.model_path, device=cfg.device, dtype=PRECISIONS[cfg.dtype])
+    dtype = parse_dtype(cfg.dtype)
+    prompts = prompts_from_config(cfg)  # bad options fail before the (slow) model load
+    model = load_model(cfg.model_path, device=cfg.device, dtype=dtype)
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
     engine = GenerationEngine(model, compile_decode=cfg.compile_decode)
     sampling = SamplingConfig(temperature=cfg.sampling.temperature, top_k=cfg.sampling.top_k,

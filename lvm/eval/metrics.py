@@ -37,6 +37,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from lvm.data.shards import write_json_atomic
 from lvm.eval.perplexity import write_csv_atomic
+from lvm.jsonl import iter_json_objects
 from lvm.tokenizer.preprocess import ImageReadError, read_image_array
 
 log = logging.getLogger(__name__)
@@ -65,28 +66,20 @@ def read_generation_results(path: str | os.PathLike) -> list[GenerationResult]:
         raise FileNotFoundError(f"results: {path} is not a file (expected <output_dir>/results.jsonl)")
     root = path.parent
     results = []
-    with open(path) as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            for key in ("id", "candidates", "target"):
-                if key not in record:
-                    raise ValueError(f"{where}: no field '{key}' (fields: {sorted(record)})")
-            candidates, target = record["candidates"], record["target"]
-            if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) for c in candidates):
-                raise ValueError(f"{where}: field 'candidates' must be a non-empty list of paths, got "
-                                 f"{json.dumps(candidates)[:200]}")
-            if target is not None and not isinstance(target, str):
-                raise ValueError(f"{where}: field 'target' must be a path or null, got {json.dumps(target)[:200]}")
-            results.append(GenerationResult(id=str(record["id"]), candidates=[root / c for c in candidates],
-                                            target=None if target is None else root / target))
+    for _, where, record in iter_json_objects(path):
+        if isinstance(record, ValueError):
+            raise record
+        for key in ("id", "candidates", "target"):
+            if key not in record:
+                raise ValueError(f"{where}: no field '{key}' (fields: {sorted(record)})")
+        candidates, target = record["candidates"], record["target"]
+        if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) for c in candidates):
+            raise ValueError(f"{where}: field 'candidates' must be a non-empty list of paths, got "
+                             f"{json.dumps(candidates)[:200]}")
+        if target is not None and not isinstance(target, str):
+            raise ValueError(f"{where}: field 'target' must be a path or null, got {json.dumps(target)[:200]}")
+        results.append(GenerationResult(id=str(record["id"]), candidates=[root / c for c in candidates],
+                                        target=None if target is None else root / target))
     return results
 
 

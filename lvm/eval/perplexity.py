@@ -44,6 +44,7 @@ from data_pipelines.common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputE
                                    split_path_list)
 from lvm.data.shards import write_json_atomic
 from lvm.eval.heldout import model_nll
+from lvm.jsonl import iter_json_objects
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.preprocess import ImageReadError, load_image, pil_to_array, uint8_to_tensor
@@ -229,26 +230,18 @@ def read_prompt_lines(path: str | os.PathLike, base_dir: str | os.PathLike | Non
         raise FileNotFoundError(f"prompts: {path} is not a file")
     base = Path(base_dir) if base_dir is not None else path.parent
     prompts = []
-    with open(path) as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{number}"
-            if skips is not None:
-                skips.saw()
-            try:
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise BadPromptError(f"{where}: not valid JSON ({err})") from err
-                if not isinstance(record, dict):
-                    raise BadPromptError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                prompts.append(PromptLine(number, _paths_field(record, input_key, base, where),
-                                          _paths_field(record, target_key, base, where)))
-            except BadPromptError as err:
-                if skips is None:
-                    raise
-                skips.skip(where, str(err).removeprefix(f"{where}: "))
+    for number, where, record in iter_json_objects(path):
+        if skips is not None:
+            skips.saw()
+        try:
+            if isinstance(record, ValueError):
+                raise BadPromptError(str(record))
+            prompts.append(PromptLine(number, _paths_field(record, input_key, base, where),
+                                      _paths_field(record, target_key, base, where)))
+        except BadPromptError as err:
+            if skips is None:
+                raise
+            skips.skip(where, str(err).removeprefix(f"{where}: "))
     return prompts
 
 

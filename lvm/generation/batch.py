@@ -35,6 +35,7 @@ from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_so
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
+from lvm.jsonl import iter_json_objects
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.grid import save_png, tile_images
 from lvm.tokenizer.preprocess import load_image, tensor_to_uint8, uint8_to_tensor
@@ -73,15 +74,10 @@ def read_prompts(
         return _prompts_from_folder(source)
     base = Path(base_dir) if base_dir is not None else source.parent
     prompts = []
-    for number, line in enumerate(source.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict) or input_key not in record:
+    for number, where, record in iter_json_objects(source):
+        if isinstance(record, ValueError):
+            raise record
+        if input_key not in record:
             raise ValueError(f"{where}: no field '{input_key}' (expected a list of image paths, a video or a folder)")
         inputs = record[input_key]
         inputs = [inputs] if isinstance(inputs, str) else inputs

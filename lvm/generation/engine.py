@@ -146,16 +146,3 @@ class GenerationEngine:
             new_tokens[:, i] = sample_next_tokens(logits, sampling, generator)
             sequences = [torch.cat([seq, new_tokens[j, i : i + 1]]) for j, seq in enumerate(sequences)]
         return new_tokens
-
-
-def generate_tokens(
-    model: LLaMA,
-    prompts: Prompts,
-    max_new_tokens: int,
-    sampling: SamplingConfig | None = None,
-    n_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    use_kv_cache: bool = True,
-) -> torch.Tensor:
-    """`GenerationEngine(model).generate(...)`, for one-off calls (no compiled step to keep)."""
-    return GenerationEngine(model).generate(prompts, max_new_tokens, sampling, n_candidates, generator, use_kv_cache)

@@ -92,6 +92,19 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return ModelConfig(**hparams["model_config"])
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str | None, option: str = "dtype") -> torch.dtype:
+    """A config's dtype name (fp32 / bf16 / fp16, or torch's float32 / bfloat16 / float16; None = fp32)."""
+    if name is None:
+        return torch.float32
+    if str(name) not in DTYPES:
+        raise ValueError(f"{option}: {name!r} is not one of fp32, bf16, fp16 (or float32, bfloat16, float16)")
+    return DTYPES[str(name)]
+
+
 def allocate_model(config: ModelConfig, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> LLaMA:
     """A LLaMA whose parameters are allocated once, directly on `device` in `dtype` (built on the meta

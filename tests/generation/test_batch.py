@@ -113,20 +113,20 @@ def test_video_and_frame_folder_prompts(tmp_path, lvm_and_vqgan):
     assert [p.name for p in prompt.inputs] == [f"frame_{i}.png" for i in range(4)] and prompt.target.name == "target.png"
     results = generate_for_prompts(GenerationEngine(model), vqgan, [prompt, VisualPrompt("video", (video,))],
                                    tmp_path / "out", GREEDY, n_new_frames=3, max_context_frames=4)
-    assert results[1]["frames"][0] == [f"video/candidate_0.png"] + [f"video/candidate_0_frame_{f}.png" for f in (1, 2)]
+    assert results[1]["frames"][0] == ["video/candidate_0.png"] + [f"video/candidate_0_frame_{f}.png" for f in (1, 2)]
     assert Image.open(tmp_path / "out" / "video" / "candidate_0_frame_2.png").size == (32, 32)
 
 
 def test_bad_prompt_files_name_the_line_and_field(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"input": ["a.png"]}\n{"inputs": ["b.png"]}\n')
-    with pytest.raises(ValueError, match=r"p\.jsonl, line 2: no field 'input'"):
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: no field 'input'"):
         read_prompts(path)
     path.write_text('{"id": "x", "input": ["a.png"]}\n{"id": "x", "input": ["b.png"]}\n')
     with pytest.raises(ValueError, match="prompt id 'x' appears twice"):
         read_prompts(path)
     path.write_text('{"input": []}\n')
-    with pytest.raises(ValueError, match="line 1: field 'input' must be a non-empty list"):
+    with pytest.raises(ValueError, match=r"p\.jsonl:1: field .input. must be a non-empty list"):
         read_prompts(path)
 
 

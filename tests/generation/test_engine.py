@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lvm.generation.engine import GenerationEngine, generate_tokens
+from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
 from lvm.model import LLaMA, ModelConfig
 
@@ -60,8 +60,8 @@ def test_seeded_sampling_is_reproducible_and_matches_recomputation(hf_and_ours):
     _, ours = hf_and_ours
     prompts = prompts_of_lengths(9, 4, seed=5)
     sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.9, num_vq_codes=VQ)
-    run = lambda use_kv_cache: generate_tokens(ours, prompts, 16, sampling, n_candidates=3,
-                                               generator=torch.Generator().manual_seed(7), use_kv_cache=use_kv_cache)
+    run = lambda use_kv_cache: GenerationEngine(ours).generate(
+        prompts, 16, sampling, n_candidates=3, generator=torch.Generator().manual_seed(7), use_kv_cache=use_kv_cache)
     a, b = run(True), run(True)
     assert a.shape == (6, 16) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])  # candidates of one prompt are independent draws
@@ -75,8 +75,8 @@ def test_special_ids_are_never_written(hf_and_ours):
         boosted = LLaMA(ours.config)
         boosted.load_state_dict(ours.state_dict())
         boosted.lm_head.weight[VQ:] *= 50  # specials now dominate the logits
-    out = generate_tokens(boosted.eval(), prompts_of_lengths(6, 3), 20, SamplingConfig(num_vq_codes=VQ),
-                          n_candidates=2, generator=torch.Generator().manual_seed(0))
+    out = GenerationEngine(boosted).generate(prompts_of_lengths(6, 3), 20, SamplingConfig(num_vq_codes=VQ),
+                                             n_candidates=2, generator=torch.Generator().manual_seed(0))
     assert int(out.max()) < VQ
 
 

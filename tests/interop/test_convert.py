@@ -66,7 +66,7 @@ def test_convert_options_are_checked(tmp_path):
         (["direction=sideways"], ValueError, r"direction: 'sideways' is not one of"),
         (["direction=from_easylm"], ValueError, r"model: direction=from_easylm needs the size .*streaming_params"),
         (["direction=to_hf", "model=vqlm_debug"], ValueError, r"model: only direction=from_easylm reads it"),
-        (["direction=to_hf", "dtype=fp8"], ValueError, r"dtype: 'fp8' is not one of fp32, fp16, bf16"),
+        (["direction=to_hf", "dtype=fp8"], ValueError, r"dtype: 'fp8' is not one of fp32, bf16, fp16"),
         (["direction=to_hf", "max_shard_size=huge"], ValueError, r"max_shard_size: 'huge' is not a size"),
         (["direction=to_hf", f"src={tmp_path / 'nothing.ckpt'}"], FileNotFoundError, r"src: .*nothing\.ckpt does not"),
     ]:
