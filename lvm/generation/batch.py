@@ -32,6 +32,7 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key, read_video_frames
+from lvm.data.shards import write_json_atomic
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
@@ -157,12 +158,6 @@ def _resize(image: np.ndarray, resize_output: str | int | Sequence[int] | None, 
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
-def _write_json(path: Path, value: dict | list) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
-
-
 def _write_prompt_outputs(
     prompt: VisualPrompt, out_dir: Path, prompt_images: torch.Tensor, new_images: torch.Tensor,
     original_size: tuple[int, int], resize_output, include_input: bool, size: int,
@@ -190,7 +185,7 @@ def _write_prompt_outputs(
     result = {"id": prompt.id, "inputs": [str(p.resolve()) for p in prompt.inputs], "candidates": candidates,
               "frames": frames, "grid": f"{prompt.id}/grid.png",
               "target": str(prompt.target.resolve()) if prompt.target else None}
-    _write_json(folder / "result.json", result)
+    write_json_atomic(folder / "result.json", result)
     return result
 
 
