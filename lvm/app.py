@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
 from data_pipelines.common import BadInputError, natural_sort_key, read_video_frames
-from lvm.generation.prompting import analogy_prompting, sequential_prompting
+from lvm.generation.prompting import analogy_prompting, context_frame_indices, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.llama import LLaMA
 from lvm.model.pretrained import load_model, parse_dtype
@@ -134,12 +134,6 @@ def read_upload_video(path: str | os.PathLike, size: int, limits: UploadLimits) 
         raise UploadError(f"{_name(path)}: {err.reason}") from err
 
 
-def pick_context(n_frames: int, n_context: int, stride: int) -> list[int]:
-    """Indices of the context frames: every `stride`-th frame counted back from the last, at most
-    `n_context` of them, in order."""
-    return list(range(n_frames - 1, -1, -stride))[:n_context][::-1]
-
-
 class VisualPrompter:
     """A loaded LVM and its VQGAN, and the two prompting modes as generators of growing galleries."""
 
@@ -215,11 +209,11 @@ class VisualPrompter:
             n_context = self.capacity - 1
         if video is not None:
             decoded = read_upload_video(video, self.size, self.limits)
-            chosen = pick_context(len(decoded), n_context, stride)
+            chosen = context_frame_indices(len(decoded), n_context, stride)
             context = torch.stack([uint8_to_tensor(decoded[i]) for i in chosen])
             labels = [f"frame {i + 1} of {len(decoded)}" for i in chosen]
         else:
-            chosen = pick_context(len(frames), n_context, stride)
+            chosen = context_frame_indices(len(frames), n_context, stride)
             context = torch.stack([self._image(frames[i]) for i in chosen])
             labels = [_name(frames[i]) for i in chosen]
         prompt = [(picture, label) for picture, label in zip(tensor_to_uint8(context), labels)]

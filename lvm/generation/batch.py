@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key, read_video_frames
 from lvm.data.shards import write_json_atomic
 from lvm.generation.engine import GenerationEngine
-from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
+from lvm.generation.prompting import context_frame_indices, continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
 from lvm.jsonl import iter_json_objects
 from lvm.tokenizer.codec import decode_codes, encode_images
@@ -118,18 +118,20 @@ def load_prompt_frames(
     prompt: VisualPrompt, size: int, max_frames: int | None = None, frame_stride: int = 1,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The prompt's images (N, 3, size, size) in [0, 1] and the (width, height) of its last input file
-    (what `resize_output="original"` restores). A video or frame folder is read every `frame_stride`-th
-    frame, keeping the last `max_frames`."""
+    (what `resize_output="original"` restores). A video or frame folder gives every `frame_stride`-th frame
+    counted back from its last, at most `max_frames` of them (`context_frame_indices`)."""
     if len(prompt.inputs) == 1 and (_is_video(prompt.inputs[0]) or prompt.inputs[0].is_dir()):
         source = prompt.inputs[0]
         if source.is_dir():
-            files = _images_in(source)[::frame_stride][-max_frames if max_frames else None:]
+            files = _images_in(source)
+            files = [files[i] for i in context_frame_indices(len(files), max_frames, frame_stride)]
             if not files:
                 raise ValueError(f"prompt {prompt.id}: {source} holds no images")
             frames = torch.stack([load_image(f, size) for f in files])
             last = files[-1]
         else:
-            arrays = read_video_frames(source, size=None)[::frame_stride][-max_frames if max_frames else None:]
+            arrays = read_video_frames(source, size=None)
+            arrays = [arrays[i] for i in context_frame_indices(len(arrays), max_frames, frame_stride)]
             original = arrays[-1].shape[1], arrays[-1].shape[0]
             frames = torch.stack([uint8_to_tensor(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)))
                                   for a in arrays])

@@ -23,6 +23,12 @@ def as_engine(model: LLaMA | GenerationEngine) -> GenerationEngine:
     return model if isinstance(model, GenerationEngine) else GenerationEngine(model)
 
 
+def context_frame_indices(n_frames: int, n_context: int | None, stride: int = 1) -> list[int]:
+    """Indices of the context frames of a run of `n_frames`: every `stride`-th frame counted back from the
+    last (the one the next frame follows), at most `n_context` of them (None: all), in order."""
+    return list(range(n_frames - 1, -1, -stride))[:n_context][::-1]
+
+
 def continue_image_codes(
     model: LLaMA | GenerationEngine,
     contexts: Sequence[torch.Tensor],

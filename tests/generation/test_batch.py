@@ -105,6 +105,7 @@ def test_video_and_frame_folder_prompts(tmp_path, lvm_and_vqgan):
     frames, original = load_prompt_frames(VisualPrompt("v", (video,)), 32, max_frames=3, frame_stride=2)
     assert frames.shape == (3, 3, 32, 32) and original == (48, 32)
     assert frames[-1].mean() > frames[0].mean()  # the last frames, in order (brightness rises)
+    assert abs(float(frames[-1].mean()) - 180 / 255) < 0.03  # ending on the video's last frame (9 · 20)
     folder = tmp_path / "prompts" / "clip"
     for i in range(4):
         write_image(folder / f"frame_{i}.png", seed=i)

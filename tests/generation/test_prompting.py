@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lvm.generation.prompting import analogy_prompting, continue_image_codes, sequential_prompting
+from lvm.generation.prompting import (analogy_prompting, context_frame_indices, continue_image_codes,
+                                      sequential_prompting)
 from lvm.generation.sampler import SamplingConfig
 from lvm.model import LLaMA, ModelConfig
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
@@ -85,3 +86,9 @@ def test_images_in_images_out(model, vqgan):
     assert torch.equal(y, same[:, 0])
     with pytest.raises(ValueError, match="at least one"):
         analogy_prompting(big, vqgan, [], frames[0])
+
+
+def test_context_frames_count_back_from_the_last():
+    assert context_frame_indices(10, 3, stride=2) == [5, 7, 9]
+    assert context_frame_indices(10, None, stride=4) == [1, 5, 9]
+    assert context_frame_indices(4, 8) == [0, 1, 2, 3]
