@@ -109,6 +109,28 @@ def test_optimizer_scheduler_callbacks_loggers_instantiate(compose_train):
         assert isinstance(logger, pl.loggers.Logger)
 
 
+@pytest.mark.parametrize("name", options("callbacks"))
+def test_every_callbacks_choice_keeps_the_default_callbacks(compose_train, name):
+    assert set(compose_train().callbacks) <= set(compose_train(f"callbacks={name}").callbacks)
+
+
+def test_gallery_callbacks_need_a_tokenizer_and_prompt_sources(compose_train, tmp_path):
+    from omegaconf.errors import MissingMandatoryValue
+
+    from lvm.training.prompt_gallery import PromptGallery
+
+    with pytest.raises(MissingMandatoryValue, match="tokenizer_path"):
+        instantiate(compose_train("callbacks=gallery").callbacks.prompt_gallery)
+    # the syntax conf/callbacks/gallery.yaml documents; nothing is read until the fit's setup
+    gallery = ["experiment=demo", "callbacks=gallery", f"callbacks.prompt_gallery.tokenizer_path={tmp_path}"]
+    cfg = compose_train(*gallery, "callbacks.prompt_gallery.prompt_sources={video: ${paths.data_dir}/v/manifest.json}")
+    callback = instantiate(cfg.callbacks.prompt_gallery)
+    assert isinstance(callback, PromptGallery) and callback.vocab_size == cfg.model.vocab_size
+    assert callback.prompt_sources == {"video": f"{tmp_path}/v/manifest.json"}
+    entries = compose_train(*gallery, "callbacks.prompt_gallery.prompt_sources=${data.val_sources}")
+    assert sorted(instantiate(entries.callbacks.prompt_gallery).prompt_sources) == ["paired", "sequence", "video"]
+
+
 def test_demo_experiment_composes(compose_train):
     cfg = compose_train("experiment=demo")
     assert cfg.model.name == "vqlm_debug" and cfg.task_name == "demo"

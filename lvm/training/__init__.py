@@ -1,0 +1,1 @@
+"""Training-time callbacks: the visual-prompt gallery (`prompt_gallery.PromptGallery`)."""
