@@ -1,12 +1,16 @@
-"""`python -m lvm.app model_path=... tokenizer_path=...`: a Gradio page for visual prompting (spec §7),
-served on 127.0.0.1 unless told otherwise (conf/app.yaml).
+"""`python -m lvm.app`: a Gradio page for visual prompting (spec §7), served on 127.0.0.1 unless told
+otherwise (conf/app.yaml).
 
 Two tabs: "Analogy" (x₁ y₁ … x_k y_k x_q → candidate y_q's) and "Video / sequence" (a video file, or
 frames in name order → the next frames). Candidates appear one by one as they are drawn; candidate i
 (counting from 0) is drawn alone with seed + i, so any one of them can be drawn again by itself
-(n_candidates=1, seed=seed + i).
+(n_candidates=1, seed=seed + i). Served on a demo run (`demo_run`, by default the newest one that
+`python -m lvm.demo` finished), the page loads the run's LVM and VQGAN and offers its held-out prompts
+(prompts.json) as clickable examples in both tabs.
 
 Examples:
+    python -m lvm.app                                      # the newest demo run, with its prompts as examples
+    python -m lvm.app demo_run=logs/demo/runs/<time>
     python -m lvm.app model_path=logs/train/runs/<time>/checkpoints/last.ckpt tokenizer_path=ckpt/vqgan
     python -m lvm.app model_path=ckpt/lvm-7b-hf tokenizer_path=ckpt/vqgan device=cuda dtype=fp16
 Uploads larger than `limits.max_upload_mb` or `limits.max_pixels`, and files that are not images (or
@@ -15,10 +19,15 @@ not videos, in the video field), are refused with a message naming the file and 
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import gradio as gr
@@ -73,6 +82,7 @@ class PageOptions:
     n_new_frames: int = 1
     n_context_frames: int = 12    # the original's video evaluation keeps 12 context frames
     stride: int = 1               # every stride-th frame, counted back from the last one
+    examples_per_tab: int = 8     # a demo run's held-out prompts offered as examples, at most, per tab
 
 
 def _name(path: str | os.PathLike) -> str:
@@ -132,6 +142,142 @@ def read_upload_video(path: str | os.PathLike, size: int, limits: UploadLimits) 
         return read_video_frames(path, size)
     except BadInputError as err:
         raise UploadError(f"{_name(path)}: {err.reason}") from err
+
+
+class DemoRunError(ValueError):
+    """A demo run the page cannot be served from: none finished, a missing file, a malformed prompts.json."""
+
+
+@dataclass(frozen=True)
+class AnalogyPrompt:
+    """One held-out analogy of a demo run: its task, (x, y) example file pairs and the query x file."""
+
+    task: str
+    pairs: tuple[tuple[Path, Path], ...]
+    query: Path
+
+
+@dataclass(frozen=True)
+class DemoPrompts:
+    """A demo run's held-out prompts (its prompts.json): analogies, and next-frame prompts as frame files
+    in order."""
+
+    analogy: tuple[AnalogyPrompt, ...] = ()
+    next_frame: tuple[tuple[Path, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class PageSources:
+    """What the page serves: the LVM and the VQGAN, and the demo run (if any) whose prompts are its examples."""
+
+    model_path: Path
+    tokenizer_path: Path
+    run_dir: Path | None = None
+    prompts: DemoPrompts = DemoPrompts()
+
+
+DEMO_MODEL = Path("lvm/checkpoints/last.ckpt")  # the files of a demo run folder (lvm.demo writes them)
+DEMO_TOKENIZER = Path("tokenizer")
+DEMO_PROMPTS = Path("prompts.json")
+DEMO_SUMMARY = Path("summary.json")               # written last: marks a finished run
+
+
+def _expect(source: Path, value: Any, kind: type, where: str) -> Any:
+    """`value` if it is a `kind` (a non-empty one for str); DemoRunError naming `source` and the field otherwise."""
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise DemoRunError(f"{source}: field '{where}' should be a {'non-empty ' * (kind is str)}{kind.__name__}"
+                           f", got {json.dumps(value)[:60]}")
+    return value
+
+
+def _field(source: Path, record: dict, key: str, kind: type, where: str) -> Any:
+    """`record[key]`, checked to be there and to be a `kind` (`where` names it in errors)."""
+    if key not in record:
+        raise DemoRunError(f"{source}: field '{where}' is missing")
+    return _expect(source, record[key], kind, where)
+
+
+def _prompt_file(source: Path, value: Any, where: str) -> Path:
+    """A prompt's image path (relative to the run folder, which holds `source`), checked to exist."""
+    path = source.parent / _expect(source, value, str, where)
+    if not path.is_file():
+        raise DemoRunError(f"{source}: field '{where}' names {path}, which does not exist")
+    return path
+
+
+def read_demo_prompts(run_dir: str | os.PathLike) -> DemoPrompts:
+    """The held-out prompts of the demo run at `run_dir` (its prompts.json, version 1), every file checked
+    to exist; DemoRunError naming the file and the field when it is missing or malformed."""
+    source = Path(run_dir) / DEMO_PROMPTS
+    if not source.is_file():
+        raise DemoRunError(f"{source}: not found (a demo run folder holds prompts.json, written by "
+                           "`python -m lvm.demo`)")
+    try:
+        data = json.loads(source.read_text())
+    except json.JSONDecodeError as err:
+        raise DemoRunError(f"{source}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DemoRunError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if data.get("version") != 1:
+        raise DemoRunError(f"{source}: field 'version' should be 1, got {json.dumps(data.get('version'))}")
+    analogies = []
+    for i, record in enumerate(_field(source, data, "analogy", list, "analogy")):
+        where = f"analogy[{i}]"
+        _expect(source, record, dict, where)
+        pairs = []
+        for j, pair in enumerate(_field(source, record, "examples", list, f"{where}.examples")):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise DemoRunError(f"{source}: field '{where}.examples[{j}]' should be an [x, y] pair of paths, "
+                                   f"got {json.dumps(pair)[:60]}")
+            pairs.append(tuple(_prompt_file(source, f, f"{where}.examples[{j}][{k}]") for k, f in enumerate(pair)))
+        if not pairs:
+            raise DemoRunError(f"{source}: field '{where}.examples' is empty (an analogy needs an (x, y) pair)")
+        task = _field(source, record, "task", str, f"{where}.task")
+        query = _prompt_file(source, _field(source, record, "query", str, f"{where}.query"), f"{where}.query")
+        analogies.append(AnalogyPrompt(task, tuple(pairs), query))
+    next_frame = []
+    for i, record in enumerate(_field(source, data, "next_frame", list, "next_frame")):
+        where = f"next_frame[{i}]"
+        frames = _field(source, _expect(source, record, dict, where), "frames", list, f"{where}.frames")
+        if not frames:
+            raise DemoRunError(f"{source}: field '{where}.frames' is empty")
+        next_frame.append(tuple(_prompt_file(source, f, f"{where}.frames[{j}]") for j, f in enumerate(frames)))
+    return DemoPrompts(tuple(analogies), tuple(next_frame))
+
+
+def latest_demo_run(runs_dir: str | os.PathLike) -> Path:
+    """The demo run under `runs_dir` whose summary.json (written when it finished) is the newest."""
+    finished = list(Path(runs_dir).glob(f"*/{DEMO_SUMMARY}"))
+    if not finished:
+        raise DemoRunError(f"no finished demo run in {runs_dir} (none has {DEMO_SUMMARY}): run `python -m lvm.demo` "
+                           "first or pass model_path=... tokenizer_path=...")
+    return max(finished, key=lambda summary: (summary.stat().st_mtime, summary.parent.name)).parent
+
+
+def resolve_page_sources(demo_run: str | os.PathLike | None, runs_dir: str | os.PathLike,
+                         model_path: str | os.PathLike | None = None,
+                         tokenizer_path: str | os.PathLike | None = None) -> PageSources:
+    """The model, tokenizer and examples the page serves. `demo_run` is "latest" (the newest finished run
+    under `runs_dir`), a run folder, or None (no demo run: both paths needed). The run fills whichever of
+    `model_path` / `tokenizer_path` is None (<run>/lvm/checkpoints/last.ckpt, <run>/tokenizer) and gives
+    its prompts; given paths win. With both paths given, "latest" is not looked for: they name another
+    model, which a run must be named explicitly to pair with."""
+    given = model_path is not None and tokenizer_path is not None
+    if demo_run is None or (demo_run == "latest" and given):
+        if not given:
+            raise DemoRunError("demo_run=null: pass model_path=... tokenizer_path=... (or demo_run=<run folder>)")
+        return PageSources(Path(model_path), Path(tokenizer_path))
+    run_dir = latest_demo_run(runs_dir) if demo_run == "latest" else Path(demo_run)
+    if not run_dir.is_dir():
+        raise DemoRunError(f"demo_run={demo_run}: no such folder (expected a run of `python -m lvm.demo`, "
+                           f"e.g. {Path(runs_dir) / '<time>'})")
+    filled = []
+    for path, default in ((model_path, DEMO_MODEL), (tokenizer_path, DEMO_TOKENIZER)):
+        if path is None and not (run_dir / default).exists():
+            raise DemoRunError(f"{run_dir / default}: not found in demo run {run_dir} (unfinished?); pass "
+                               f"{'model_path' if default == DEMO_MODEL else 'tokenizer_path'}=... or another run")
+        filled.append(Path(path) if path is not None else run_dir / default)
+    return PageSources(*filled, run_dir=run_dir, prompts=read_demo_prompts(run_dir))
 
 
 class VisualPrompter:
@@ -242,9 +388,49 @@ def _shown(make_stream: Callable[[], Iterator]) -> Iterator:
         raise gr.Error(str(err), print_exception=False) from err
 
 
-def build_app(prompter: VisualPrompter, options: PageOptions = PageOptions()) -> gr.Blocks:
-    """The page: an "Analogy" tab and a "Video / sequence" tab sharing the sampling controls. Both events
-    share one queue slot (`concurrency_id="lvm"`): the model's KV cache serves one request at a time."""
+def image_field(label: str) -> gr.Image:
+    """An image input that shows its upload and hands the handlers the file untouched (type="filepath", no
+    mode conversion), so they read the user's pixels and check them with read_upload_image. Gradio opens the
+    file first; one that PIL refuses is handed on all the same, for read_upload_image to refuse with a
+    message naming the file (Gradio's would say only "Error"). Done on the instance: Gradio writes a .pyi
+    copy of any module that defines a component subclass."""
+    field = gr.Image(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"], label=label,
+                     height=160, min_width=100)
+    gradio_preprocess = field.preprocess
+
+    def preprocess(payload: Any) -> str | None:
+        try:
+            return gradio_preprocess(payload)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            if payload is None or payload.path is None:
+                raise
+            return str(payload.path)
+
+    field.preprocess = preprocess
+    return field
+
+
+def examples_by_task(prompts: Sequence[AnalogyPrompt], limit: int) -> dict[str, list[AnalogyPrompt]]:
+    """At most `limit` prompts, taken in turn from each task (tasks in order of first appearance), by task."""
+    by_task: dict[str, list[AnalogyPrompt]] = {}
+    for prompt in prompts:
+        by_task.setdefault(prompt.task, []).append(prompt)
+    chosen = [p for turn in itertools.zip_longest(*by_task.values()) for p in turn if p is not None][:limit]
+    return {task: picked for task in by_task if (picked := [p for p in chosen if p.task == task])}
+
+
+def analogy_example_row(prompt: AnalogyPrompt, n_pairs: int) -> list[str | None]:
+    """The analogy tab's inputs for `prompt`: x₁ y₁ … (its first `n_pairs` pairs, empty rows after) and x_q."""
+    files: list[str | None] = [str(f) for pair in prompt.pairs[:n_pairs] for f in pair]
+    return files + [None] * (2 * n_pairs - len(files)) + [str(prompt.query)]
+
+
+def build_app(prompter: VisualPrompter, options: PageOptions = PageOptions(),
+              prompts: DemoPrompts = DemoPrompts()) -> gr.Blocks:
+    """The page: an "Analogy" tab and a "Video / sequence" tab sharing the sampling controls, each with
+    `prompts` (a demo run's held-out prompts) as clickable examples that fill its inputs. Both Generate
+    events share one queue slot (`concurrency_id="lvm"`): the model's KV cache serves one request at a
+    time."""
     limits = prompter.limits
     image_types = ["image"]
     with gr.Blocks(title="LVM visual prompting", analytics_enabled=False) as app:
@@ -265,22 +451,28 @@ def build_app(prompter: VisualPrompter, options: PageOptions = PageOptions()) ->
         sampling_inputs = [temperature, top_k, top_p, n_candidates, seed]
 
         with gr.Tab("Analogy"):
-            gr.Markdown("Upload example pairs (x → y) and a query x; the model writes the query's y.")
+            gr.Markdown("Upload example pairs (x → y) and a query x, or pick an example below; the model writes "
+                        "the query's y.")
             pair_inputs = []
-            for row in range(1, options.max_examples + 1):
-                with gr.Row():
-                    pair_inputs += [gr.File(file_types=image_types, label=f"x{row}"),
-                                    gr.File(file_types=image_types, label=f"y{row}")]
-            query = gr.File(file_types=image_types, label="query x")
+            with gr.Row(equal_height=True):
+                for row in range(1, options.max_examples + 1):
+                    pair_inputs += [image_field(f"x{row}"), image_field(f"y{row}")]
+                query = image_field("query x")
             analogy_button = gr.Button("Generate", variant="primary")
-            analogy_prompt = gr.Gallery(label="prompt as the model sees it", format="png", columns=8)
-            analogy_out = gr.Gallery(label="candidates", format="png", columns=4)
+            for task, chosen in examples_by_task(prompts.analogy, options.examples_per_tab).items():
+                gr.Examples([analogy_example_row(p, options.max_examples) for p in chosen], [*pair_inputs, query],
+                            label=f"Examples: {task}", cache_examples=False,
+                            api_name="analogy_example_" + re.sub(r"\W+", "_", task))
+            analogy_prompt = gr.Gallery(label="prompt as the model sees it", format="png", columns=8, height=200)
+            analogy_out = gr.Gallery(label="candidates", format="png", columns=4, height=240)
 
         with gr.Tab("Video / sequence"):
-            gr.Markdown("Upload a video file, or frames (taken in name order); the model writes the next frames.")
+            gr.Markdown("Upload a video file, or frames (taken in name order), or pick an example below; the model "
+                        "writes the next frames.")
             with gr.Row():
-                video = gr.File(file_types=["video"], label="video file")
-                frames = gr.File(file_count="multiple", file_types=image_types, label="or frames")
+                video = gr.File(file_types=["video"], label="video file", scale=1)
+                frames = gr.Gallery(type="filepath", file_types=image_types, interactive=True, format="png",
+                                    label="or frames", columns=8, height=200, scale=3)
             with gr.Row():
                 n_new_frames = gr.Slider(1, options.max_new_frames, value=options.n_new_frames, step=1,
                                          label="new frames")
@@ -289,15 +481,22 @@ def build_app(prompter: VisualPrompter, options: PageOptions = PageOptions()) ->
                 stride = gr.Slider(1, 16, value=options.stride, step=1,
                                    label="stride (every k-th frame, from the last)")
             video_button = gr.Button("Generate", variant="primary")
-            video_prompt = gr.Gallery(label="context as the model sees it", format="png", columns=8)
-            video_out = gr.Gallery(label="candidates (one strip of new frames each)", format="png", columns=1)
+            if prompts.next_frame:
+                gr.Examples([[[str(f) for f in frame_files]] for frame_files in
+                             prompts.next_frame[:options.examples_per_tab]], [frames],
+                            label="Examples: held-out videos (next frame)", cache_examples=False,
+                            api_name="video_example")
+            video_prompt = gr.Gallery(label="context as the model sees it", format="png", columns=8, height=200)
+            video_out = gr.Gallery(label="candidates (one strip of new frames each)", format="png", columns=1,
+                                   height=240)
 
         def analogy(*values):
             files, (query_file, t, k, p, n, s) = values[:-6], values[-6:]
             pairs = list(zip(files[0::2], files[1::2]))
             yield from _shown(lambda: prompter.analogy(pairs, query_file, _sampling(t, k, p), int(n), int(s or 0)))
 
-        def continue_video(video_file, frame_files, new, context, step, t, k, p, n, s):
+        def continue_video(video_file, frame_items, new, context, step, t, k, p, n, s):
+            frame_files = [path for path, _caption in frame_items or []]  # the gallery's (file, caption) pairs
             yield from _shown(lambda: prompter.continue_frames(video_file, frame_files, int(new), int(context),
                                                                int(step), _sampling(t, k, p), int(n), int(s or 0)))
 
@@ -328,16 +527,22 @@ def load_prompter(model_path: str | os.PathLike, tokenizer_path: str | os.PathLi
 
 
 def serve(cfg: DictConfig, prevent_thread_lock: bool = False) -> gr.Blocks:
-    """Load the model and tokenizer named in `cfg`, build the page and serve it."""
+    """Load the model and tokenizer that `cfg` names (or its demo run holds), build the page with the run's
+    prompts as examples and serve it."""
+    sources = resolve_page_sources(cfg.demo_run, cfg.demo_runs_dir, cfg.model_path, cfg.tokenizer_path)
     limits = UploadLimits(**cfg.limits)
-    prompter = load_prompter(cfg.model_path, cfg.tokenizer_path, cfg.device, cfg.dtype, limits)
-    app = build_app(prompter, PageOptions(**cfg.page))
+    prompter = load_prompter(sources.model_path, sources.tokenizer_path, cfg.device, cfg.dtype, limits)
+    app = build_app(prompter, PageOptions(**cfg.page), sources.prompts)
     return launch_app(app, limits, cfg.server_name, cfg.server_port, prevent_thread_lock)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="app")
 def main(cfg: DictConfig) -> None:
-    serve(cfg)
+    try:
+        serve(cfg)
+    except DemoRunError as err:  # a user error: one line, not Hydra's traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
