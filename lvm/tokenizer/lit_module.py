@@ -20,9 +20,14 @@ Generator loss, each term optional through its weight:
   still counts as one global step. Without a discriminator it keeps automatic optimization.
 
 Codebook:
+- `quantize_start` > 0: the first N steps train a plain autoencoder (the decoder reads the encoder's
+  latents, no VQ loss); quantisation starts at step N from a codebook initialised on the latents the
+  encoder has learned by then. From scratch, the VQ bottleneck hands the decoder near-constant codes
+  for hundreds of steps and both ends learn slowly; the warm-up gives the codebook something to fit.
 - `codebook_init`: "uniform" keeps the open-muse uniform(±1/K) init; "kmeans" sets the codebook at
-  the first step to k-means centres (k-means++ seeds, a few Lloyd iterations) of that batch's
-  encoder outputs.
+  the step quantisation starts to k-means centres (k-means++ seeds, a few Lloyd iterations) of the
+  encoder outputs of that batch and of the `kmeans_batches − 1` batches before it (with K codes and
+  h·w latents per image, one small batch holds too few points for K centres).
 - `codebook_ema_decay` > 0: VQ-VAE-2 style EMA updates after each step — per code an EMA of the
   number of latents assigned (cluster size) and of their sum; code = sum / Laplace-smoothed size.
   The codebook then gets no gradient (and is not in the optimizer).
@@ -47,6 +52,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lvm.optim import warmup_cosine_scheduler
 from lvm.tokenizer.discriminator import (GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss,
                                          generator_loss)
 from lvm.tokenizer.grid import tile_images
@@ -177,6 +183,11 @@ class VQGANLitModule(pl.LightningModule):
         dead_code_restart_every: int = 0,
         codebook_init: str = "uniform",
         kmeans_iterations: int = 10,
+        kmeans_batches: int = 1,
+        quantize_start: int = 0,
+        lr_warmup_steps: int = 0,
+        lr_decay_steps: int = 0,
+        end_lr: float = 0.0,
         codebook_ema_decay: float = 0.0,
         codebook_ema_eps: float = 1e-5,
         perceptual_weight: float = 0.0,
@@ -194,7 +205,9 @@ class VQGANLitModule(pl.LightningModule):
             config = config.to_dict()
         vqgan_config = VQGANConfig(**{k: v for k, v in dict(config).items() if not str(k).startswith("_")})
         _check_options(dead_code_restart_every=dead_code_restart_every, codebook_init=codebook_init,
-                       kmeans_iterations=kmeans_iterations, codebook_ema_decay=codebook_ema_decay,
+                       kmeans_iterations=kmeans_iterations, kmeans_batches=kmeans_batches,
+                       quantize_start=quantize_start, lr_warmup_steps=lr_warmup_steps,
+                       lr_decay_steps=lr_decay_steps, codebook_ema_decay=codebook_ema_decay,
                        perceptual_weight=perceptual_weight, disc_weight=disc_weight, disc_start=disc_start,
                        disc_loss=disc_loss, num_logged_images=num_logged_images)
         # Plain dicts, lists and numbers only: Lightning checkpoints must load with weights_only=True.
@@ -204,6 +217,8 @@ class VQGANLitModule(pl.LightningModule):
             "l1_weight": float(l1_weight), "l2_weight": float(l2_weight),
             "codebook_weight": float(codebook_weight), "dead_code_restart_every": int(dead_code_restart_every),
             "codebook_init": str(codebook_init), "kmeans_iterations": int(kmeans_iterations),
+            "kmeans_batches": int(kmeans_batches), "quantize_start": int(quantize_start),
+            "lr_warmup_steps": int(lr_warmup_steps), "lr_decay_steps": int(lr_decay_steps), "end_lr": float(end_lr),
             "codebook_ema_decay": float(codebook_ema_decay), "codebook_ema_eps": float(codebook_ema_eps),
             "perceptual_weight": float(perceptual_weight),
             "lpips_vgg_path": None if lpips_vgg_path is None else str(lpips_vgg_path),
@@ -239,6 +254,7 @@ class VQGANLitModule(pl.LightningModule):
         self.automatic_optimization = self.discriminator is None
 
         self._pending_codebook_update: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._kmeans_pool: list[torch.Tensor] = []  # latents of the batches just before quantisation starts
         self._logged_samples: tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (spec §6)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -259,16 +275,24 @@ class VQGANLitModule(pl.LightningModule):
 
     # --- losses ----------------------------------------------------------------------------------
 
+    def quantizes(self, step: int) -> bool:
+        """Whether optimizer step `step` runs through the quantizer (False during the autoencoder warm-up)."""
+        return step >= self.hparams.quantize_start
+
     def compute_losses(self, images: torch.Tensor, step: int | None = None) -> dict[str, torch.Tensor]:
         """Total, reconstruction and VQ losses of a batch (straight-through estimator), plus the
-        reconstructions, codes (B, h·w) and un-quantised latents. With a discriminator and a
+        reconstructions, codes (B, h·w) and un-quantised latents. Before `quantize_start` the
+        decoder reads the latents themselves (VQ loss 0, no codes). With a discriminator and a
         `step` ≥ disc_start, also the generator loss `g_loss` and its adaptive weight `d_weight`
         (which need gradients: call it with grad enabled)."""
         latents = self.vqgan.encode_latents(images)
-        z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
-        if self.uses_ema:
-            # Only the term that moves the encoder: the codebook follows the EMA, not a gradient.
-            vq_loss = F.mse_loss(latents, z_q.detach())
+        if step is not None and not self.quantizes(step):
+            z_q, codes, vq_loss = latents, None, latents.new_zeros(())
+        else:
+            z_q, codes, vq_loss = self.vqgan.quantize(latents, return_loss=True)
+            if self.uses_ema:
+                # Only the term that moves the encoder: the codebook follows the EMA, not a gradient.
+                vq_loss = F.mse_loss(latents, z_q.detach())
         reconstructions = self.vqgan.decode(z_q)
         losses = self._weighted_losses(images, reconstructions, vq_loss)
         if step is not None and self.gan_active(step):
@@ -298,15 +322,22 @@ class VQGANLitModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = _images_of(batch)
         step = self.global_step  # optimizer steps done before this batch
-        if step == 0 and batch_idx == 0:
+        start = self.hparams.quantize_start
+        if step < start and step >= start - self.hparams.kmeans_batches + 1:
+            with torch.no_grad():
+                self._kmeans_pool.append(self.vqgan.encode_latents(images).detach())
+        if step == start:
             self.initialise_codebook(images)
-        out = self.compute_losses(images) if self.automatic_optimization else self._manual_step(images, step)
+        out = (self.compute_losses(images, step=step) if self.automatic_optimization
+               else self._manual_step(images, step))
         n = images.shape[0]  # explicit: Lightning cannot infer it from a TensorDataset's tuple batch
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
         for name in ("rec_loss", "vq_loss", "perceptual_loss", "g_loss", "d_weight", "d_loss", "logits_real",
                      "logits_fake"):
             if name in out:
                 self.log(f"train/{name}", out[name], batch_size=n)
+        if out["codes"] is None:  # autoencoder warm-up: no codebook yet
+            return out["loss"]
         if self.hparams.dead_code_restart_every:
             self.code_last_used[out["codes"].unique()] = step
         if self.hparams.dead_code_restart_every or self.uses_ema:
@@ -355,13 +386,16 @@ class VQGANLitModule(pl.LightningModule):
 
     @torch.no_grad()
     def initialise_codebook(self, images: torch.Tensor) -> None:
-        """First-step codebook init from this batch's encoder outputs: k-means centres, or (with
-        restarts on) random latents — left at the tiny uniform(±1/K) init, the codebook pulls the
-        latents towards zero and a handful of codes take every position."""
+        """Codebook init at the step quantisation starts, from this batch's encoder outputs (and, for
+        k-means, the pooled latents of the batches before it): k-means centres, or (with restarts on)
+        random latents — left at the tiny uniform(±1/K) init, the codebook pulls the latents towards
+        zero and a handful of codes take every position."""
+        latents = self.vqgan.encode_latents(images)
+        pool, self._kmeans_pool = self._kmeans_pool, []
         if self.hparams.codebook_init == "kmeans":
-            self.kmeans_init_codebook(self.vqgan.encode_latents(images))
+            self.kmeans_init_codebook(torch.cat([*pool, latents]))
         elif self.hparams.dead_code_restart_every:
-            self.restart_dead_codes(self.vqgan.encode_latents(images), window=0)
+            self.restart_dead_codes(latents, window=0)
 
     @torch.no_grad()
     def kmeans_init_codebook(self, latents: torch.Tensor) -> None:
@@ -489,7 +523,11 @@ class VQGANLitModule(pl.LightningModule):
         opt_vqgan = torch.optim.AdamW(parameters, lr=hp.learning_rate, betas=tuple(hp.betas),
                                       weight_decay=hp.weight_decay)
         if self.discriminator is None:
-            return opt_vqgan
+            if not hp.lr_decay_steps:
+                return opt_vqgan
+            # Sized from the config, not trainer.estimated_stepping_batches (Lightning issue 20550).
+            schedule = warmup_cosine_scheduler(opt_vqgan, hp.lr_warmup_steps, hp.lr_decay_steps, hp.end_lr)
+            return {"optimizer": opt_vqgan, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         opt_disc = torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
                                      weight_decay=hp.weight_decay)
         return [opt_vqgan, opt_disc]
@@ -514,8 +552,18 @@ def _check_options(**options) -> None:
         problems.append(f"dead_code_restart_every must be >= 0 (0 = off), got {o['dead_code_restart_every']}")
     if o["codebook_init"] not in CODEBOOK_INITS:
         problems.append(f"codebook_init must be one of {CODEBOOK_INITS}, got {o['codebook_init']!r}")
-    if o["kmeans_iterations"] < 1:
-        problems.append(f"kmeans_iterations must be >= 1, got {o['kmeans_iterations']}")
+    for name in ("kmeans_iterations", "kmeans_batches"):
+        if o[name] < 1:
+            problems.append(f"{name} must be >= 1, got {o[name]}")
+    for name in ("quantize_start", "lr_warmup_steps", "lr_decay_steps"):
+        if o[name] < 0:
+            problems.append(f"{name} must be >= 0, got {o[name]}")
+    if o["lr_decay_steps"] and o["lr_decay_steps"] < o["lr_warmup_steps"]:
+        problems.append(f"lr_decay_steps ({o['lr_decay_steps']}) must be >= lr_warmup_steps "
+                        f"({o['lr_warmup_steps']}), or 0 for a constant learning rate")
+    if o["lr_decay_steps"] and o["disc_weight"] > 0:
+        problems.append("a learning-rate schedule (lr_decay_steps > 0) is not supported with the discriminator "
+                        "(disc_weight > 0): its two optimizers keep a constant lr")
     if not 0.0 <= o["codebook_ema_decay"] < 1.0:
         problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {o['codebook_ema_decay']}")
     for name in ("perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):

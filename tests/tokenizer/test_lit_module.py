@@ -347,3 +347,62 @@ def test_options_are_checked_with_their_names(config):
         VQGANLitModule(config.to_dict(), codebook_ema_decay=1.0)
     with pytest.raises(ValueError, match="disc_loss must be one of"):
         VQGANLitModule(config.to_dict(), disc_loss="wgan")
+
+
+def test_autoencoder_warmup_then_kmeans_codebook_from_pooled_latents(config):
+    """Before quantize_start the decoder reads the latents (no VQ loss, no codes, codebook untouched);
+    at quantize_start the codebook is set to k-means of that batch's latents and the
+    kmeans_batches − 1 batches before it; from then on the model quantises."""
+    torch.manual_seed(0)
+    module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, quantize_start=3, codebook_init="kmeans",
+                            kmeans_batches=2, dead_code_restart_every=2)
+    images = smooth_images(4)
+    with torch.no_grad():
+        warm = module.compute_losses(images, step=2)
+        assert float(warm["vq_loss"]) == 0.0 and warm["codes"] is None
+        assert torch.equal(warm["reconstructions"], module.vqgan.decode(module.vqgan.encode_latents(images)))
+        quantised = module.compute_losses(images, step=3)
+        assert torch.equal(quantised["reconstructions"], module.vqgan(images, return_loss=True)[0])
+
+    initial_codebook = module.vqgan.quantize.embedding.weight.detach().clone()
+    seen: dict[int, tuple] = {}
+    original_init = module.kmeans_init_codebook
+
+    def recording_init(latents: torch.Tensor) -> None:  # the real init, with its input recorded
+        seen["kmeans_points"] = tuple(latents.shape)
+        original_init(latents)
+
+    module.kmeans_init_codebook = recording_init
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            weight = pl_module.vqgan.quantize.embedding.weight
+            seen[trainer.global_step] = (torch.equal(weight, initial_codebook),
+                                         bool((pl_module.code_last_used >= 0).any()))
+
+    loader = DataLoader(TensorDataset(images), batch_size=2, shuffle=False)
+    trainer(5, limit_val_batches=0, callbacks=[Watch()]).fit(module, loader)
+    latent = config.latent_size
+    assert seen["kmeans_points"] == (4, config.quantized_embed_dim, latent, latent)  # 2 batches of 2 images
+    assert seen[1] == (True, False) and seen[3] == (True, False)  # warm-up steps 0-2: no codebook, no codes
+    assert seen[4][0] is False and seen[4][1] is True            # step 3 set the codebook and used codes
+    assert module._kmeans_pool == []
+
+
+def test_learning_rate_follows_warmup_cosine(config):
+    from lvm.optim import warmup_cosine_lr
+
+    module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, lr_warmup_steps=2, lr_decay_steps=5, end_lr=1e-4)
+    rates: list[float] = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    loader = DataLoader(TensorDataset(smooth_images(4)), batch_size=2)
+    trainer(7, limit_val_batches=0, callbacks=[Watch()]).fit(module, loader)
+    assert rates == pytest.approx([warmup_cosine_lr(t, 1e-3, 1e-4, 2, 5) for t in range(7)])
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        VQGANLitModule(config.to_dict(), lr_warmup_steps=5, lr_decay_steps=2)
+    with pytest.raises(ValueError, match="not supported with the discriminator"):
+        VQGANLitModule(config.to_dict(), lr_decay_steps=5, disc_weight=0.5)
