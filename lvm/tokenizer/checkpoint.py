@@ -144,11 +144,13 @@ def _atomic_write(target: Path, write) -> None:
             tmp.unlink()
 
 
-def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = True) -> Path:
+def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = True,
+               dtype: torch.dtype | None = None) -> Path:
     """Write `model` as an open-muse folder: config.json + model.safetensors (or pytorch_model.bin
-    when `safe_serialization` is false). Each file is written atomically; weights files of the
-    other format left from an earlier save are removed so the loader cannot pick a stale one.
-    Returns the folder.
+    when `safe_serialization` is false), floating tensors cast to `dtype` when given (e.g. float16
+    halves the file; `load_vqgan` builds an fp32 model from it either way). Each file is written
+    atomically; weights files of the other format left from an earlier save are removed so the
+    loader cannot pick a stale one. Returns the folder.
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -156,7 +158,8 @@ def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = T
     folder.mkdir(parents=True, exist_ok=True)
     config = {"_class_name": CLASS_NAME, "_version": FORMAT_VERSION, **model.config.to_dict()}
     # Contiguous CPU copies: safetensors refuses views, and the file must not depend on the device.
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
 
     weights_name = SAFETENSORS_WEIGHTS_NAME if safe_serialization else BIN_WEIGHTS_NAME
     if safe_serialization:

@@ -30,6 +30,21 @@ def test_save_load_round_trip_gives_identical_codes_and_pixels(tmp_path, model, 
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_fp16_save_halves_the_file_and_loads_as_the_rounded_fp32_model(tmp_path, model, images):
+    from safetensors.torch import load_file
+
+    save_vqgan(model, tmp_path / "fp32")
+    save_vqgan(model, tmp_path / "fp16", dtype=torch.float16)
+    stored = load_file(str(tmp_path / "fp16" / "model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    size = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("fp32", "fp16")}
+    assert size["fp16"] < 0.55 * size["fp32"]
+    loaded = load_vqgan(tmp_path / "fp16")
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, model.state_dict()[name].half().float()), name
+
+
 def test_config_json_has_open_muse_field_names(tmp_path, model):
     save_vqgan(model, tmp_path)
     raw = json.loads((tmp_path / "config.json").read_text())
