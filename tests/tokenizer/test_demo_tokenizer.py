@@ -1,0 +1,46 @@
+"""The demo tokenizer shipped in lvm/assets/demo_tokenizer (README, "The demo tokenizer") reconstructs a freshly
+generated held-out demo corpus — scenes and photo crops no training run saw — at the demo's targets."""
+
+import numpy as np
+import pytest
+
+from data_pipelines.demo_sentences import demo_sentences
+from data_pipelines.synthetic import make_demo_corpus
+from lvm.demo import SHIPPED_TOKENIZER
+from lvm.tokenizer import load_vqgan
+from lvm.tokenizer.checkpoint import find_weights_file
+from lvm.tokenizer.train import evaluate_tokenizer
+
+# What the shipped weights measure on their own held-out split: 17.2 dB on video frames, 16.9 dB on photo
+# crops, 96 % of the codes (README, "The demo tokenizer"). The issue's goal for video frames is 26 dB and is
+# NOT met yet; these floors catch a regression (or a wrong file) until better weights are shipped.
+VIDEO_PSNR_FLOOR = 16.5  # dB on held-out video frames
+PHOTO_PSNR_FLOOR = 16.0  # dB on held-out photo crops
+TARGET_USAGE = 0.80      # fraction of the 1,024 codes used by the held-out images (met)
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The val split of a corpus made with a seed the shipped weights were not trained on (they saw seed 1's
+    train split), at the demo's default size."""
+    corpus = make_demo_corpus(tmp_path_factory.mktemp("fresh_corpus"), n_videos=0, n_val_videos=8, n_images=0, n_val_images=64, n_sequences=0,
+                              n_val_sequences=0, seed=20261130)
+    val = demo_sentences(corpus, "val", 8, seed=0)
+    return {"video": np.stack([image for s in val["video"] for image in s.images]),
+            "photos": np.stack([image for s in val["paired"] for image in s.images[0::2]]),
+            "all": np.stack([image for kind in val.values() for s in kind for image in s.images])}
+
+
+def test_shipped_weights_are_small_and_load():
+    weights = find_weights_file(SHIPPED_TOKENIZER)
+    assert weights.suffix == ".safetensors" and weights.stat().st_size <= 10 * 2**20
+    config = load_vqgan(SHIPPED_TOKENIZER).config
+    assert (config.resolution, config.tokens_per_image, config.num_embeddings) == (64, 64, 1024)
+
+
+def test_shipped_weights_reconstruct_a_fresh_heldout_corpus(heldout):
+    vqgan = load_vqgan(SHIPPED_TOKENIZER)
+    video = evaluate_tokenizer(vqgan, heldout["video"])
+    assert video["psnr"] >= VIDEO_PSNR_FLOOR
+    assert evaluate_tokenizer(vqgan, heldout["all"])["codebook_usage"] >= TARGET_USAGE
+    assert evaluate_tokenizer(vqgan, heldout["photos"])["psnr"] >= PHOTO_PSNR_FLOOR
