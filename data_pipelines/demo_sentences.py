@@ -23,6 +23,7 @@ def demo_sentences(
     seed: int = 0,
     skips: SkipCounter | None = None,
     strict: bool = False,
+    paired_epochs: int = 1,
 ) -> dict[str, list[ImageSentence]]:
     """Sentences of `images_per_sentence` images per kind, from one split of a corpus layout (the
     dict `make_demo_corpus` / `load_demo_corpus` return). Deterministic given `seed`.
@@ -31,7 +32,8 @@ def demo_sentences(
       ``n_frames // images_per_sentence`` clips (at least one), each from a random start.
     - ``"paired"``: analogy sentences x1 y1 x2 y2 … of ``images_per_sentence / 2`` pairs matched by
       stem, one task per sentence — photo → edge map (``meta["task"] == "edges"``) or photo →
-      grayscale (``"gray"``) — the two tasks' sentences shuffled together.
+      grayscale (``"gray"``) — the two tasks' sentences shuffled together; `paired_epochs` passes over
+      the pairs, each drawing new company for every pair.
     - ``"sequence"``: runs of consecutive PNG frames (stride 1) from each frame-sequence folder,
       ``n_sequence_frames // images_per_sentence`` runs per folder (at least one).
 
@@ -62,7 +64,7 @@ def demo_sentences(
         for dir_key, task in PAIRED_TASKS.items():
             for sentence in paired_sentences(
                 files["images_dir"], files[dir_key], size, n_shots=n_shots,
-                rng_seed=task_seeds[task], skips=skips, strict=strict,
+                rng_seed=task_seeds[task], skips=skips, strict=strict, n_epochs=paired_epochs,
             ):
                 sentence.meta["task"] = task
                 paired.append(sentence)

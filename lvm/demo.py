@@ -1,16 +1,18 @@
 """`python -m lvm.demo`: the whole LVM loop on CPU, on data the repo makes itself (minutes, 2 cores).
 
-corpus (videos, photos, pairs) → tiny VQGAN (trained, saved in the open-muse layout) → shards
-→ LVM (`experiment=demo`) → held-out loss vs baselines → sequential and analogy prompting → PNG grid.
-Everything lands in the run folder (logs/demo/runs/<time>/): corpus/, tokenizer/, shards/, lvm/,
-prompts.png and summary.json.
+corpus (videos, photos, pairs) → the demo VQGAN (the weights shipped in `lvm/assets/demo_tokenizer`, or
+trained here with `tokenizer_training.enabled=true`) → shards → LVM (`experiment=demo`, with a gallery of
+held-out prompts in TensorBoard) → held-out loss vs baselines → greedy next-frame and analogy prompting on
+every held-out prompt, scored in pixels against baselines → PNG grid.
+Everything lands in the run folder (logs/demo/runs/<time>/): corpus/, tokenizer/, shards/, lvm/, prompts/
++ prompts.json (the held-out prompts, for `python -m lvm.app`), prompts.png and, last, summary.json.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -28,19 +30,24 @@ from data_pipelines.common import ImageSentence, SkipCounter
 from data_pipelines.demo_sentences import demo_sentences
 from data_pipelines.synthetic import make_demo_corpus
 from data_pipelines.to_shards import images_to_tensor, write_sentence_shards
-from lvm.data.shards import read_sentences
+from lvm.data.shards import read_sentences, write_json_atomic
 from lvm.eval.heldout import heldout_report
-from lvm.generation.prompting import analogy_prompting, sequential_prompting
+from lvm.eval.prompt_quality import NEXT_FRAME, PromptSet, generate_next_images, pixel_report, task_of
 from lvm.generation.sampler import SamplingConfig
 from lvm.lit_module import LVMLitModule
+from lvm.model.pretrained import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
+from lvm.tokenizer.codec import encode_images
+from lvm.tokenizer.lit_module import CodeUsage
 from lvm.tokenizer.preprocess import tensor_to_uint8
-from lvm.tokenizer.train import fit_tokenizer
+from lvm.tokenizer.train import evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
 
 log = logging.getLogger(__name__)
 KINDS = ("video", "paired", "sequence")
+# The demo's VQGAN, pretrained once offline (README, "The demo tokenizer": the command and its time).
+SHIPPED_TOKENIZER = Path(__file__).resolve().parent / "assets" / "demo_tokenizer"
 
 
 def corpus_frames(sentences: dict[str, list[ImageSentence]]) -> np.ndarray:
@@ -55,11 +62,52 @@ def write_shards(sentences: dict[str, list[ImageSentence]], vqgan: VQGANModel, o
                               config={"builder": "lvm.demo", "kind": kind})
 
 
-def compose_lvm_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """conf/train.yaml with experiment=demo, reading the shards and writing logs under `run_dir`."""
+def demo_tokenizer(cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSentence]]], run_dir: Path
+                   ) -> tuple[VQGANModel, dict[str, float]]:
+    """The run's VQGAN in `<run_dir>/tokenizer`: a copy of the shipped weights (`tokenizer_path`, default
+    lvm/assets/demo_tokenizer), or, with `tokenizer_training.enabled`, one trained here on the corpus. Loaded
+    back from that folder (what users load) and measured on the held-out images: `tokenizer_psnr` (video
+    frames), `tokenizer_psnr_photos` (photo crops), `tokenizer_codebook_usage` (all held-out images)."""
+    folder = run_dir / "tokenizer"
+    training = OmegaConf.to_container(cfg.tokenizer_training, resolve=True)
+    if training.pop("enabled"):
+        vqgan, _ = fit_tokenizer(corpus_frames(sentences["train"]), corpus_frames({"video": sentences["val"]["video"]}),
+                                 instantiate(cfg.tokenizer), default_root_dir=str(run_dir / "tokenizer_training"),
+                                 seed=cfg.seed, **training)
+        save_vqgan(vqgan, folder, dtype=parse_dtype(cfg.tokenizer_save_dtype, "tokenizer_save_dtype"))
+    else:
+        source = Path(cfg.tokenizer_path or SHIPPED_TOKENIZER)
+        if not (source / "config.json").is_file():
+            raise FileNotFoundError(f"{source}: no config.json (expected an open-muse VQGAN folder; the shipped one "
+                                    f"is {SHIPPED_TOKENIZER})")
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+    vqgan = load_vqgan(folder)
+    val = sentences["val"]
+    photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])  # the x's: photo crops
+    # Codebook use over every held-out image needs only the encoder (the decoder is the costly half).
+    usage = CodeUsage(vqgan.config.num_embeddings)
+    usage.update(encode_images(vqgan, images_to_tensor(list(corpus_frames(val)))))
+    codebook_usage, code_perplexity = usage.compute()
+    return vqgan, {
+        "tokenizer_psnr": evaluate_tokenizer(vqgan, corpus_frames({"video": val["video"]}))["psnr"],
+        "tokenizer_psnr_photos": evaluate_tokenizer(vqgan, photos)["psnr"],
+        "tokenizer_codebook_usage": codebook_usage,
+        "tokenizer_code_perplexity": code_perplexity,
+    }
+
+
+def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> DictConfig:
+    """conf/train.yaml with experiment=demo, reading the shards and writing logs under `run_dir`; the
+    sentence length follows the tokenizer, and the prompt gallery shows the held-out shards' prompts."""
+    n = vqgan.config.tokens_per_image
     overrides = ["experiment=demo", f"paths.data_dir={run_dir}", f"paths.output_dir={run_dir / 'lvm'}",
-                 f"seed={cfg.seed}", *cfg.lvm_overrides]
-    return hydra.compose("train", overrides=overrides)
+                 f"seed={cfg.seed}", f"data.tokens_per_image={n}", f"data.seq_len={cfg.images_per_sentence * n}"]
+    if cfg.gallery_every_n_steps is not None:
+        sources = ", ".join(f"{kind}: {run_dir / 'shards' / 'val' / kind / 'manifest.json'}" for kind in KINDS)
+        overrides += ["callbacks=gallery", f"callbacks.prompt_gallery.tokenizer_path={run_dir / 'tokenizer'}",
+                      f"callbacks.prompt_gallery.prompt_sources={{{sources}}}",
+                      f"callbacks.prompt_gallery.every_n_steps={cfg.gallery_every_n_steps}"]
+    return hydra.compose("train", overrides=[*overrides, *cfg.lvm_overrides])
 
 
 def train_lvm(train_cfg: DictConfig) -> LVMLitModule:
@@ -69,25 +117,54 @@ def train_lvm(train_cfg: DictConfig) -> LVMLitModule:
     return LVMLitModule.load_from_checkpoint(checkpoint, weights_only=True).eval()
 
 
-def prompt_rows(
-    model: torch.nn.Module, vqgan: VQGANModel, sentences: dict[str, list[ImageSentence]], cfg: DictConfig
-) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
-    """(label, prompt images, generated image, ground truth) for each demo prompt, greedy by default."""
-    sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-    generator = torch.Generator().manual_seed(0)
+def heldout_prompts(val: dict[str, list[ImageSentence]], per_task: int) -> dict[str, PromptSet]:
+    """Up to `per_task` held-out prompts per task, in sentence order: a video sentence's frames but the last
+    → its last frame (`next_frame`); an analogy sentence x₁ y₁ … x_k y_k x_q → y_q (`gray`, `edges`)."""
+    grouped: dict[str, list[ImageSentence]] = {}
+    for kind in ("video", "paired"):
+        for sentence in val[kind]:
+            grouped.setdefault(task_of(kind, sentence.meta), []).append(sentence)
+    prompts = {}
+    for task in sorted(grouped, key=lambda name: (name != NEXT_FRAME, name)):  # next_frame, then by name
+        items = grouped[task]
+        images = torch.stack([images_to_tensor(s.images) for s in items[:per_task]])
+        prompts[task] = PromptSet(task, contexts=images[:, :-1], truth=images[:, -1])
+    return prompts
+
+
+def write_prompt_files(prompts: dict[str, PromptSet], run_dir: Path) -> Path:
+    """The held-out prompts as PNGs under <run_dir>/prompts/ and their index prompts.json (paths relative to
+    the run folder), the examples `python -m lvm.app` offers."""
+    index: dict = {"version": 1, "next_frame": [], "analogy": []}
+    for task, prompt_set in prompts.items():
+        for i, (context, truth) in enumerate(zip(prompt_set.contexts, prompt_set.truth)):
+            folder = Path("prompts") / f"{task}_{i:02d}"
+            (run_dir / folder).mkdir(parents=True, exist_ok=True)
+
+            def save(image: torch.Tensor, name: str) -> str:
+                Image.fromarray(tensor_to_uint8(image)).save(run_dir / folder / name)
+                return str(folder / name)
+
+            if task == NEXT_FRAME:
+                frames = [save(frame, f"frame_{t:02d}.png") for t, frame in enumerate(context)]
+                index["next_frame"].append({"frames": frames, "target": save(truth, "target.png")})
+            else:
+                examples = [[save(context[2 * k], f"x_{k}.png"), save(context[2 * k + 1], f"y_{k}.png")]
+                            for k in range(len(context) // 2)]
+                index["analogy"].append({"task": task, "examples": examples, "query": save(context[-1], "query.png"),
+                                         "target": save(truth, "target.png")})
+    write_json_atomic(run_dir / "prompts.json", index)
+    return run_dir / "prompts.json"
+
+
+def prompt_rows(prompts: dict[str, PromptSet], generated: dict[str, torch.Tensor], per_task: int
+                ) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+    """(task, prompt images, generated image, truth) for the first `per_task` prompts of each task."""
     rows = []
-    for sentence in sentences["video"][: cfg.n_prompts]:
-        frames = images_to_tensor(sentence.images[: cfg.n_context_frames + 1])
-        generated = sequential_prompting(model, vqgan, frames[:-1], 1, sampling, generator=generator)[0, 0]
-        rows.append(("next frame", sentence.images[: cfg.n_context_frames], tensor_to_uint8(generated),
-                     sentence.images[cfg.n_context_frames]))
-    for sentence in sentences["paired"][: cfg.n_prompts]:
-        images = images_to_tensor(sentence.images)
-        pairs = [(images[2 * i], images[2 * i + 1]) for i in range(cfg.n_examples)]
-        query, target = images[2 * cfg.n_examples], sentence.images[2 * cfg.n_examples + 1]
-        generated = analogy_prompting(model, vqgan, pairs, query, sampling, generator=generator)[0]
-        rows.append((sentence.meta.get("task", "analogy"), sentence.images[: 2 * cfg.n_examples + 1],
-                     tensor_to_uint8(generated), target))
+    for task, prompt_set in prompts.items():
+        for i in range(min(per_task, prompt_set.truth.shape[0])):
+            rows.append((task, list(tensor_to_uint8(prompt_set.contexts[i])), tensor_to_uint8(generated[task][i]),
+                         tensor_to_uint8(prompt_set.truth[i])))
     return rows
 
 
@@ -113,14 +190,26 @@ def print_summary(summary: dict) -> None:
     table = Table(title="LVM demo: held-out next-token loss (nats/token; lower is better)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("tokenizer PSNR on held-out frames (dB)", f"{summary['tokenizer_psnr']:.2f}")
+    table.add_row("tokenizer PSNR, held-out video frames (dB)", f"{summary['tokenizer_psnr']:.2f}")
+    table.add_row("tokenizer PSNR, held-out photo crops (dB)", f"{summary['tokenizer_psnr_photos']:.2f}")
+    table.add_row("tokenizer codebook usage", f"{summary['tokenizer_codebook_usage']:.0%}")
     table.add_row("LVM val loss (all kinds)", f"{summary['val_loss']:.3f}")
     table.add_row("LVM val perplexity", f"{summary['val_ppl']:.1f}")
     table.add_row("unigram baseline loss", f"{summary['unigram_loss']:.3f}")
     if "copy_last_frame_loss" in summary:
         table.add_row("LVM loss, video frames 2+", f"{summary['val_loss_video_after_first_frame']:.3f}")
         table.add_row("copy-last-frame baseline, video frames 2+", f"{summary['copy_last_frame_loss']:.3f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    pixels = Table(title="Greedy generations vs the truth, PSNR in dB (higher is better)")
+    for column in ("task", "prompts", "LVM", "baselines"):
+        pixels.add_column(column, justify="left" if column in ("task", "baselines") else "right")
+    for task, value in summary["generated_psnr"].items():
+        baselines = ", ".join(f"{name} {psnr:.2f}" for name, psnr in summary["baseline_psnr"][task].items())
+        pixels.add_row(task, str(summary["n_prompts"][task]), f"{value:.2f}", baselines)
+    console.print(pixels)
+    if "gray_saturation" in summary:
+        print(f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f}")
     print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
     print(f"The LVM {verdict} the unigram baseline; it "
@@ -128,7 +217,7 @@ def print_summary(summary: dict) -> None:
 
 
 def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
-    """Every stage of the demo in order; returns the summary written to summary.json."""
+    """Every stage of the demo in order; returns the summary written (last) to summary.json."""
     started = time.perf_counter()
     timings = {}
 
@@ -138,20 +227,19 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
 
     corpus = make_demo_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
     skips = SkipCounter()  # unreadable files are reported by name as they are met, and counted here
-    sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips)
+    sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips,
+                                       paired_epochs=cfg.paired_epochs if split == "train" else 1)
                  for split in ("train", "val")}
     lap("corpus")
 
-    vqgan_config = instantiate(cfg.tokenizer)
-    vqgan, tokenizer_metrics = fit_tokenizer(
-        corpus_frames(sentences["train"]), corpus_frames({"video": sentences["val"]["video"]}), vqgan_config,
-        default_root_dir=str(run_dir / "tokenizer_training"), seed=cfg.seed, **cfg.tokenizer_training,
-    )
-    save_vqgan(vqgan, run_dir / "tokenizer")
-    vqgan = load_vqgan(run_dir / "tokenizer")  # what users will load: proves the saved layout
+    vqgan, tokenizer_metrics = demo_tokenizer(cfg, sentences, run_dir)
     lap("tokenizer")
+    if cfg.tokenizer_only:  # how the shipped tokenizer is made: README, "The demo tokenizer"
+        summary = {**tokenizer_metrics, "seconds": timings, "run_dir": str(run_dir)}
+        write_json_atomic(run_dir / "summary.json", summary)
+        return summary
 
-    train_cfg = compose_lvm_config(cfg, run_dir)
+    train_cfg = compose_lvm_config(cfg, run_dir, vqgan)
     vocab_size = train_cfg.model.vocab_size
     for split in ("train", "val"):
         write_shards(sentences[split], vqgan, run_dir / "shards" / split, vocab_size)
@@ -162,19 +250,28 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
 
     train_set = [s for k in KINDS for s in read_sentences(str(run_dir / "shards" / "train" / k), vocab_size)]
     val_set = [s for k in KINDS for s in read_sentences(str(run_dir / "shards" / "val" / k), vocab_size)]
+    prompts = heldout_prompts(sentences["val"], cfg.prompting.n_prompts)
+    sampling = SamplingConfig(temperature=cfg.prompting.temperature, top_k=cfg.prompting.top_k,
+                              top_p=cfg.prompting.top_p)
+    generator = torch.Generator().manual_seed(cfg.seed)
     with torch.inference_mode():
         report = heldout_report(
             module.model, [s.tokens for s in val_set], [s.kind for s in val_set], [s.tokens for s in train_set],
             [s.kind for s in train_set], vqgan.config.tokens_per_image, vqgan.config.num_embeddings,
         )
-        rows = prompt_rows(module.model, vqgan, sentences["val"], cfg.prompting)
+        generated = {task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
+                     for task, prompt_set in prompts.items()}
+    pixels = pixel_report(generated, prompts, vqgan)
+    rows = prompt_rows(prompts, generated, cfg.prompting.rows_per_task)
     save_grid(rows, run_dir / "prompts.png")
+    write_prompt_files(prompts, run_dir)
     lap("evaluation")
 
     summary = {
-        "tokenizer_psnr": tokenizer_metrics["psnr"],
-        "tokenizer_codebook_usage": tokenizer_metrics["codebook_usage"],
+        **tokenizer_metrics,
         **report,
+        **pixels,
+        "targets": pixel_targets(pixels),
         "beats_unigram": report["val_loss"] < report["unigram_loss"],
         "beats_copy_last_frame": report.get("val_loss_video_after_first_frame", np.inf)
         < report.get("copy_last_frame_loss", -np.inf),
@@ -183,10 +280,23 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
         "seconds": timings,
         "run_dir": str(run_dir),
     }
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    write_json_atomic(run_dir / "summary.json", summary)  # last: its presence marks a finished run
     return summary
+
+
+def pixel_targets(pixels: dict) -> dict[str, bool]:
+    """Which of the demo's pixel targets hold (README, "The demo"): next frame within 1 dB of copy-last-frame
+    and 6 dB above the mean colour; gray answers gray (saturation ≤ 0.08) and at least as close as the query;
+    edge answers closer than both an all-black image and the query."""
+    generated, base, targets = pixels["generated_psnr"], pixels["baseline_psnr"], {}
+    if NEXT_FRAME in generated:
+        targets["next_frame"] = (generated[NEXT_FRAME] >= base[NEXT_FRAME]["copy_last_frame"] - 1.0
+                                 and generated[NEXT_FRAME] >= base[NEXT_FRAME]["mean_colour"] + 6.0)
+    if "gray" in generated:
+        targets["gray"] = pixels["gray_saturation"] <= 0.08 and generated["gray"] >= base["gray"]["copy_query"]
+    if "edges" in generated:
+        targets["edges"] = generated["edges"] > max(base["edges"]["black"], base["edges"]["copy_query"])
+    return targets
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
@@ -194,6 +304,11 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("demo config:\n%s", OmegaConf.to_yaml(cfg))
     summary = run_demo(cfg, run_dir)
+    if cfg.tokenizer_only:
+        print(f"Tokenizer: {run_dir / 'tokenizer'} — held-out PSNR {summary['tokenizer_psnr']:.2f} dB (video frames), "
+              f"{summary['tokenizer_psnr_photos']:.2f} dB (photo crops), codebook usage "
+              f"{summary['tokenizer_codebook_usage']:.0%}")
+        return
     print_summary(summary)
     print(f"Figure: {run_dir / 'prompts.png'}\nSummary: {run_dir / 'summary.json'}")
 

@@ -13,6 +13,8 @@ from tests.tokenizer.conftest import tiny_config
 
 TOKENS_PER_IMAGE = 16
 IMAGES_PER_SENTENCE = 8
+# conf/data/demo.yaml is sized for the demo tokenizer's 64 tokens per image; these shards have 16.
+DEMO_SHARDS = [f"data.tokens_per_image={TOKENS_PER_IMAGE}", f"data.seq_len={TOKENS_PER_IMAGE * IMAGES_PER_SENTENCE}"]
 
 
 def make_sentence(kind: str, rng: np.random.Generator) -> VisualSentence:

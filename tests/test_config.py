@@ -133,7 +133,11 @@ def test_gallery_callbacks_need_a_tokenizer_and_prompt_sources(compose_train, tm
 
 def test_demo_experiment_composes(compose_train):
     cfg = compose_train("experiment=demo")
-    assert cfg.model.name == "vqlm_debug" and cfg.task_name == "demo"
+    assert cfg.model.name == "vqlm_demo" and cfg.task_name == "demo"
+    # vqlm_debug's blocks, with the demo tokenizer's 1,024 codes + the 100 reserved ids as vocabulary
+    debug = instantiate(compose_train("model=vqlm_debug").model)
+    demo = instantiate(cfg.model)
+    assert (demo.hidden_size, demo.num_layers, demo.vocab_size) == (debug.hidden_size, debug.num_layers, 1124)
     assert cfg.data.seq_len % cfg.data.tokens_per_image == 0
     assert cfg.scheduler.decay_steps == cfg.trainer.max_steps
 
@@ -141,13 +145,13 @@ def test_demo_experiment_composes(compose_train):
 def test_demo_root_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("demo", overrides=["paths.output_dir=/tmp/x"])
-    tokenizer = instantiate(cfg.tokenizer)
-    assert tokenizer.tokens_per_image * cfg.images_per_sentence == 128
+    tokenizer = instantiate(cfg.tokenizer)  # the shipped demo tokenizer's architecture
+    assert tokenizer.tokens_per_image * cfg.images_per_sentence == 512
 
 
 def test_sequence_of_partial_images_is_refused_before_training(compose_train):
-    cfg = compose_train("experiment=demo", "data.seq_len=120")
-    with pytest.raises(ValueError, match="data.seq_len 120 is not a whole number of images of 16 tokens"):
+    cfg = compose_train("experiment=demo", "data.seq_len=480")
+    with pytest.raises(ValueError, match="data.seq_len 480 is not a whole number of images of 64 tokens"):
         train(cfg)
 
 

@@ -1,43 +1,111 @@
-"""The end-to-end demo on a miniature corpus: every stage runs and the summary holds real numbers."""
+"""The end-to-end demo on a miniature corpus: every stage runs, the summary holds real numbers (pixel
+baselines checked against scikit-image on the files the demo wrote), the app's prompts.json is complete,
+and the prompt gallery reaches TensorBoard."""
 
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lvm.demo import run_demo
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+TASKS = ("next_frame", "edges", "gray")  # the order of prompts.png's rows
+# A tiny VQGAN trained for a few steps (16 tokens per image), so the test needs no shipped weights.
 TINY = [
-    "corpus.n_videos=6", "corpus.n_val_videos=2", "corpus.n_images=12", "corpus.n_val_images=8",
-    "corpus.n_sequences=2", "corpus.n_val_sequences=1", "tokenizer_training.max_steps=6",
-    "tokenizer_training.batch_size=8", "prompting.n_prompts=1",
+    "corpus.n_videos=6", "corpus.n_val_videos=1", "corpus.n_images=12", "corpus.n_val_images=8",
+    "corpus.n_sequences=2", "corpus.n_val_sequences=1", "tokenizer=tiny", "tokenizer_training.enabled=true",
+    "tokenizer_training.max_steps=6", "tokenizer_training.batch_size=8", "tokenizer_training.quantize_start=2",
+    "tokenizer_training.lr_warmup_steps=1", "prompting.n_prompts=2", "prompting.rows_per_task=1",
+    "gallery_every_n_steps=3",
     "lvm_overrides=['trainer.max_steps=6','trainer.val_check_interval=3','scheduler.warmup_steps=2',"
     "'callbacks.model_checkpoint.every_n_train_steps=3','trainer.enable_progress_bar=false']",
 ]
 
 
-def test_demo_runs_every_stage(tmp_path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("demo", overrides=[f"paths.output_dir={tmp_path}", *TINY])
-        summary = run_demo(cfg, tmp_path)
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("demo")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=[f"paths.output_dir={run_dir}", *TINY])
+        return run_dir, run_demo(cfg, run_dir)
+
+
+def test_demo_runs_every_stage(demo_run):
+    run_dir, summary = demo_run
+    on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary
-    for key in ("tokenizer_psnr", "val_loss", "val_ppl", "unigram_loss", "copy_last_frame_loss"):
+    for key in ("tokenizer_psnr", "tokenizer_psnr_photos", "tokenizer_codebook_usage", "val_loss", "val_ppl",
+                "unigram_loss", "copy_last_frame_loss", "gray_saturation"):
         assert math.isfinite(summary[key]), key
     assert summary["val_ppl"] == math.exp(summary["val_loss"])
-    # the saved tokenizer is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
-    assert json.loads((tmp_path / "tokenizer" / "config.json").read_text())["num_embeddings"] == 256
-    assert (tmp_path / "lvm" / "checkpoints" / "last.ckpt").exists()
-    assert list((tmp_path / "lvm" / "tensorboard").glob("events.out.tfevents.*"))
+    # the tokenizer trained here is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
+    assert json.loads((run_dir / "tokenizer" / "config.json").read_text())["num_embeddings"] == 256
+    assert (run_dir / "lvm" / "checkpoints" / "last.ckpt").exists()
     for kind in ("video", "paired", "sequence"):
-        manifest = json.loads((tmp_path / "shards" / "val" / kind / "manifest.json").read_text())
+        manifest = json.loads((run_dir / "shards" / "val" / kind / "manifest.json").read_text())
         assert manifest["tokens"] == manifest["samples"] * 8 * 16
-    # one row per prompt (1 video + 1 analogy), each: 7 prompt images | generated | truth, 64 px
-    grid = np.asarray(Image.open(tmp_path / "prompts.png"))
-    assert grid.shape == (2 * (64 + 4), 9 * 64 + 3 * 4, 3)
-    assert summary["prompt_rows"][0] == "next frame"
+    # one row per task, each: 7 prompt images | generated | truth, 64 px
+    grid = read_png(run_dir / "prompts.png")
+    assert grid.shape == (3 * (64 + 4), 9 * 64 + 3 * 4, 3)
+    assert summary["prompt_rows"] == list(TASKS)
+
+
+def test_pixel_figures_have_every_task_and_baseline(demo_run):
+    _, summary = demo_run
+    assert set(summary["generated_psnr"]) == set(TASKS)
+    assert set(summary["baseline_psnr"]["next_frame"]) == {"copy_last_frame", "mean_colour", "tokenizer_ceiling"}
+    assert set(summary["baseline_psnr"]["gray"]) == {"copy_query", "tokenizer_ceiling"}
+    assert set(summary["baseline_psnr"]["edges"]) == {"black", "copy_query", "tokenizer_ceiling"}
+    assert summary["n_prompts"] == {"next_frame": 2, "gray": 2, "edges": 2}
+    assert set(summary["targets"]) == set(TASKS) and all(isinstance(v, bool) for v in summary["targets"].values())
+
+
+def test_prompt_files_and_baselines_agree_with_scikit_image(demo_run):
+    """prompts.json (the app's examples) lists every held-out prompt as PNGs; the copy-last-frame, copy-query
+    and black baselines recomputed from those files with scikit-image equal the summary's."""
+    run_dir, summary = demo_run
+    index = json.loads((run_dir / "prompts.json").read_text())
+    assert index["version"] == 1 and len(index["next_frame"]) == 2 and len(index["analogy"]) == 4
+    frames = [[read_png(run_dir / p) for p in item["frames"]] for item in index["next_frame"]]
+    assert all(len(f) == 7 and f[0].shape == (64, 64, 3) for f in frames)
+    truths = np.stack([read_png(run_dir / item["target"]) for item in index["next_frame"]])
+    last = np.stack([f[-1] for f in frames])
+    expected = summary["baseline_psnr"]["next_frame"]["copy_last_frame"]
+    assert peak_signal_noise_ratio(truths, last, data_range=255) == pytest.approx(expected, abs=1e-3)
+    for task in ("gray", "edges"):
+        items = [item for item in index["analogy"] if item["task"] == task]
+        assert all(len(item["examples"]) == 3 for item in items)
+        truth = np.stack([read_png(run_dir / item["target"]) for item in items])
+        query = np.stack([read_png(run_dir / item["query"]) for item in items])
+        assert peak_signal_noise_ratio(truth, query, data_range=255) == pytest.approx(
+            summary["baseline_psnr"][task]["copy_query"], abs=1e-3)
+    edges = np.stack([read_png(run_dir / item["target"]) for item in index["analogy"] if item["task"] == "edges"])
+    assert peak_signal_noise_ratio(edges, np.zeros_like(edges), data_range=255) == pytest.approx(
+        summary["baseline_psnr"]["edges"]["black"], abs=1e-3)
+
+
+def test_prompt_gallery_reaches_tensorboard(demo_run):
+    run_dir, _ = demo_run
+    events = sorted((run_dir / "lvm" / "tensorboard").rglob("events.out.tfevents.*"))
+    tags: dict[str, list[int]] = {}
+    for path in events:
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["images"]:
+            tags.setdefault(tag, []).extend(e.step for e in accumulator.Images(tag))
+        for tag in accumulator.Tags()["scalars"]:
+            tags.setdefault(tag, []).extend(e.step for e in accumulator.Scalars(tag))
+    for task in TASKS:
+        assert sorted(set(tags[f"gallery/{task}"])) == [3, 6]
+        assert sorted(set(tags[f"gallery/psnr_{task}"])) == [3, 6]

@@ -14,8 +14,9 @@ from lvm.model.pretrained import read_pretrained_state_dict
 from tests.cli import run_train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# Random-token global batches of 4 sentences × 32 tokens, the same for any number of processes.
-COMMON = ["experiment=demo", f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "data=fixed", "logger=csv",
+# Random-token global batches of 4 sentences × 32 tokens (ids < 8192: the full LVM vocabulary), the same for any
+# number of processes.
+COMMON = ["experiment=demo", "model.vocab_size=8292", f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "data=fixed", "logger=csv",
           "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.val_check_interval=100",
           "scheduler.warmup_steps=2", "scheduler.decay_steps=8", "callbacks.model_checkpoint.every_n_train_steps=2",
           "optimizer.lr=3e-3"]

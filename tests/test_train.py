@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from lvm.train import train
 from tests.cli import run_train_cli
+from tests.conftest import DEMO_SHARDS
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["experiment=demo", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
+FAST = ["experiment=demo", *DEMO_SHARDS, "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "scheduler.warmup_steps=2", "scheduler.decay_steps=8"]
 
 
@@ -115,21 +117,20 @@ def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(d
 
 
 def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_dir, tmp_path):
-    from lvm.model.config import ModelConfig
-
     cfg = compose_train(demo_data_dir, tmp_path, "logger=csv", "trainer.max_steps=6",
                         "callbacks.throughput_monitor.window_size=2", "callbacks.throughput_monitor.peak_flops_per_device=1e11")
     train(cfg)
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    flops_per_token = ModelConfig.from_name("vqlm_debug").flops_per_token(cfg.data.seq_len)
+    config = instantiate(cfg.model)  # the demo's model
+    flops_per_token = config.flops_per_token(cfg.data.seq_len)
     seen = {int(r["step"]): float(r["train/tokens_seen"]) for r in rows if r.get("train/tokens_seen")}
     assert seen == {step: (step + 1) * tokens_per_step for step in range(6)}
     spent = {int(r["step"]): float(r["train/flops_spent"]) for r in rows if r.get("train/flops_spent")}
     assert spent[5] == pytest.approx(6 * tokens_per_step * flops_per_token, rel=1e-6)
     causal = {int(r["step"]): float(r["train/flops_spent_causal"]) for r in rows if r.get("train/flops_spent_causal")}
-    config = ModelConfig.from_name("vqlm_debug")  # the causal count skips half of the 12·L·d·T attention term
+    # the causal count skips half of the 12·L·d·T attention term
     halved = 6 * config.num_parameters + 6 * config.num_layers * config.hidden_size * cfg.data.seq_len
     assert causal[5] == pytest.approx(6 * tokens_per_step * halved, rel=1e-6) and causal[5] < spent[5]
     rates = [r for r in rows if r.get("train/device/items_per_sec")]  # ThroughputMonitor's keys
@@ -204,8 +205,9 @@ def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_da
     pretrained = tmp_path / "pretrain" / "checkpoints" / "last.ckpt"
     pretrain_losses = logged_losses(tmp_path / "pretrain")
 
-    finetune = ["experiment=finetune", "data=demo", "model=vqlm_debug", "data.seq_len=128", "trainer.max_steps=2",
-                "scheduler.warmup_steps=1", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    # vqlm_debug's blocks with the vocabulary the demo experiment pretrained them with (vqlm_demo)
+    finetune = ["experiment=finetune", "data=demo", "model=vqlm_debug", "model.vocab_size=1124", *DEMO_SHARDS,
+                "trainer.max_steps=2", "scheduler.warmup_steps=1", "callbacks.model_checkpoint.every_n_train_steps=2"]
     cfg = compose_train(demo_data_dir, tmp_path / "finetune", "logger=csv", *finetune, f"init_from={pretrained}")
     assert cfg.optimizer.lr == pytest.approx(1.5e-5) and cfg.task_name == "finetune"
     train(cfg)

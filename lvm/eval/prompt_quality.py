@@ -13,9 +13,17 @@ a paired-annotation prompt asks for its task's output (`gray`, `edges`, ...; the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torchmetrics.image import PeakSignalNoiseRatio
+
+from lvm.generation.engine import GenerationEngine
+from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
+from lvm.generation.sampler import SamplingConfig
+from lvm.model.llama import LLaMA
+from lvm.tokenizer.codec import decode_codes, encode_images
+from lvm.tokenizer.vqgan import VQGANModel
 
 NEXT_FRAME = "next_frame"
 FRAME_KINDS = ("video", "sequence")  # sentence kinds whose images are frames in time order
@@ -65,3 +73,54 @@ def baseline_images(task: str, contexts: torch.Tensor, truth: torch.Tensor) -> d
     if task == "edges":
         out["black"] = torch.zeros_like(truth)
     return out
+
+
+@dataclass
+class PromptSet:
+    """Held-out prompts of one task: `contexts` (N, n_context, 3, H, W) and the image that follows each,
+    `truth` (N, 3, H, W), both float in [0, 1]; all prompts of a set have the same number of images."""
+
+    task: str
+    contexts: torch.Tensor
+    truth: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.contexts.ndim != 5 or self.truth.ndim != 4 or self.contexts.shape[0] != self.truth.shape[0]:
+            raise ValueError(f"PromptSet {self.task!r}: expected contexts (N, n, 3, H, W) and truth (N, 3, H, W), got "
+                             f"{tuple(self.contexts.shape)} and {tuple(self.truth.shape)}")
+
+
+def as_uint8_levels(images: torch.Tensor) -> torch.Tensor:
+    """Images rounded to the 256 levels a saved PNG holds (still float in [0, 1])."""
+    return images.float().clamp(0, 1).mul(255).round().div(255)
+
+
+@torch.no_grad()
+def generate_next_images(model: LLaMA | GenerationEngine, vqgan: VQGANModel, prompts: PromptSet,
+                         sampling: SamplingConfig | None = None, generator: torch.Generator | None = None
+                         ) -> torch.Tensor:
+    """Each prompt's next image (N, 3, H, W), written by the LVM in one batch (greedy by default),
+    decoded by the VQGAN and rounded to uint8 levels."""
+    n, n_context = prompts.contexts.shape[:2]
+    codes = encode_images(vqgan, prompts.contexts.flatten(0, 1)).view(n, n_context, -1)
+    sampling = restrict_to_codebook(sampling or SamplingConfig(temperature=0.0), vqgan)
+    new = continue_image_codes(model, list(codes), 1, sampling, generator=generator)[:, 0, 0]
+    return as_uint8_levels(decode_codes(vqgan, new))
+
+
+def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSet], vqgan: VQGANModel) -> dict:
+    """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
+    `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: no LVM can beat
+    it), `gray_saturation` (mean HSV saturation of the generated gray images, when that task is there)
+    and `n_prompts` per task."""
+    report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "n_prompts": {}}
+    for task, prompt_set in prompts.items():
+        truth = prompt_set.truth
+        report["generated_psnr"][task] = set_psnr(generated[task], truth)
+        ceiling = as_uint8_levels(decode_codes(vqgan, encode_images(vqgan, truth)))
+        baselines = baseline_images(task, prompt_set.contexts, truth) | {"tokenizer_ceiling": ceiling}
+        report["baseline_psnr"][task] = {name: set_psnr(images, truth) for name, images in baselines.items()}
+        report["n_prompts"][task] = int(truth.shape[0])
+    if "gray" in generated:
+        report["gray_saturation"] = mean_saturation(generated["gray"])
+    return report

@@ -22,11 +22,12 @@ from lvm.tokenizer.checkpoint import read_config
 from lvm.tokenizer.codec import decode_codes
 from lvm.train import train
 from lvm.training.prompt_gallery import PromptGallery, load_prompts
+from tests.conftest import DEMO_SHARDS
 from tests.tokenizer.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDE, PADDING, CODES = 16, 2, 256  # the gallery's VQGAN: 16 px images of 4×4 = 16 codes (the demo shards' size)
-FAST = ["experiment=demo", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
+FAST = ["experiment=demo", *DEMO_SHARDS, "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "scheduler.warmup_steps=2", "scheduler.decay_steps=8"]
 
 
