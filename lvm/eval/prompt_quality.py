@@ -110,8 +110,8 @@ def generate_next_images(model: LLaMA | GenerationEngine, vqgan: VQGANModel, pro
 
 def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSet], vqgan: VQGANModel) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
-    `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: no LVM can beat
-    it), `gray_saturation` (mean HSV saturation of the generated gray images, when that task is there)
+    `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
+    writes exactly the true codes gets), `gray_saturation` (mean HSV saturation of the generated gray images, when that task is there)
     and `n_prompts` per task."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
