@@ -255,6 +255,7 @@ class VQGANLitModule(pl.LightningModule):
 
         self._pending_codebook_update: tuple[torch.Tensor, torch.Tensor] | None = None
         self._kmeans_pool: list[torch.Tensor] = []  # latents of the batches just before quantisation starts
+        self._codebook_initialised = False  # once per run: the micro-batches of one accumulated step share its number
         self._logged_samples: tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (spec §6)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -323,11 +324,12 @@ class VQGANLitModule(pl.LightningModule):
         images = _images_of(batch)
         step = self.global_step  # optimizer steps done before this batch
         start = self.hparams.quantize_start
-        if step < start and step >= start - self.hparams.kmeans_batches + 1:
+        if start - self.hparams.kmeans_batches < step < start:
             with torch.no_grad():
                 self._kmeans_pool.append(self.vqgan.encode_latents(images).detach())
-        if step == start:
+        if step == start and not self._codebook_initialised:
             self.initialise_codebook(images)
+            self._codebook_initialised = True
         out = (self.compute_losses(images, step=step) if self.automatic_optimization
                else self._manual_step(images, step))
         n = images.shape[0]  # explicit: Lightning cannot infer it from a TensorDataset's tuple batch

@@ -406,3 +406,21 @@ def test_learning_rate_follows_warmup_cosine(config):
         VQGANLitModule(config.to_dict(), lr_warmup_steps=5, lr_decay_steps=2)
     with pytest.raises(ValueError, match="not supported with the discriminator"):
         VQGANLitModule(config.to_dict(), lr_decay_steps=5, disc_weight=0.5)
+
+
+def test_codebook_is_initialised_once_under_gradient_accumulation(config):
+    """The micro-batches of the step quantisation starts at share its number: only the first sets the codebook."""
+    module = VQGANLitModule(config.to_dict(), quantize_start=1, codebook_init="kmeans", kmeans_batches=2)
+    calls: list[tuple] = []
+    original_init = module.kmeans_init_codebook
+
+    def recording_init(latents: torch.Tensor) -> None:  # the real init, with its input recorded
+        calls.append(tuple(latents.shape))
+        original_init(latents)
+
+    module.kmeans_init_codebook = recording_init
+    loader = DataLoader(TensorDataset(smooth_images(8)), batch_size=2, shuffle=False)
+    trainer(3, limit_val_batches=0, accumulate_grad_batches=2).fit(module, loader)
+    latent = config.latent_size
+    # step 0's two micro-batches are pooled, step 1's first adds its own: 3 batches of 2 images, once
+    assert calls == [(6, config.quantized_embed_dim, latent, latent)]
