@@ -48,6 +48,7 @@ from lvm.data.shards import (MANIFEST_NAME, VisualSentence, check_plan, manifest
 from lvm.tokenize import PROGRESS_DIR, ImagesPerSecond, resolve_device
 from lvm.tokenizer.checkpoint import find_weights_file, load_vqgan
 from lvm.tokenizer.vqgan import VQGANModel
+from lvm.core.errors import report_user_errors
 
 SHARD_PREFIX = "shard"
 # Which files of a sentence the duplicate filter leaves uncompared (its "groups", see curation.py):
@@ -360,6 +361,7 @@ def print_summary(console: Console, out_dir: Path, manifest: dict[str, Any], tot
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="build")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     build(cfg)
 

@@ -53,6 +53,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from lvm.core.errors import report_user_errors
 from lvm.data.shards import (
     DEFAULT_VOCAB_SIZE,
     MANIFEST_NAME,
@@ -366,21 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (1 with a one-line message on bad input)."""
+    """Run the command line; returns 0 (bad input: one `error:` line on stderr and exit status 1)."""
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    try:
-        if args.command == "import":
-            result = import_jsonl(args.jsonl, args.out_dir, args.tokens_per_image, args.kind, args.samples_per_shard,
-                                  args.vocab_size, args.skip_bad, progress=not args.no_progress, console=console)
-            print(result.summary())
-        else:
-            lines, tokens = export_jsonl(args.shards, args.out, progress=not args.no_progress, console=console)
-            print(f"{lines} lines, {tokens} tokens → {args.out}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.command == "import":
+        result = import_jsonl(args.jsonl, args.out_dir, args.tokens_per_image, args.kind, args.samples_per_shard,
+                              args.vocab_size, args.skip_bad, progress=not args.no_progress, console=console)
+        print(result.summary())
+    else:
+        lines, tokens = export_jsonl(args.shards, args.out, progress=not args.no_progress, console=console)
+        print(f"{lines} lines, {tokens} tokens → {args.out}")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lvm.core.errors import report_user_errors
 from lvm.data.shards import MANIFEST_NAME, read_manifest
 
 
@@ -137,18 +138,14 @@ def stats_tables(collected: dict[str, Any]) -> list[Table]:
     return [per_manifest, per_source]
 
 
+@report_user_errors
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
-    """Print the tables for the manifests named in `argv`; returns the exit status."""
+    """Print the tables for the manifests named in `argv`; returns 0 (bad input: one `error:` line, exit 1)."""
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.stats", description=__doc__.split("\n\n")[0])
     parser.add_argument("manifests", nargs="+", help="manifest.json files, or folders holding them (searched below)")
     args = parser.parse_args(argv)
     console = console or Console()
-    try:
-        collected = collect(args.manifests)
-    except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/] {error}")
-        return 1
-    for table in stats_tables(collected):
+    for table in stats_tables(collect(args.manifests)):
         console.print(table)
     return 0
 

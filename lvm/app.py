@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import image_grid
 from lvm.tokenizer.preprocess import pil_to_tensor, tensor_to_uint8, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
+from lvm.core.errors import report_user_errors
 
 Gallery = list[tuple[np.ndarray, str]]  # (H, W, 3) uint8 pictures with captions
 
@@ -537,12 +537,9 @@ def serve(cfg: DictConfig, prevent_thread_lock: bool = False) -> gr.Blocks:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="app")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        serve(cfg)
-    except DemoRunError as err:  # a user error: one line, not Hydra's traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    serve(cfg)
 
 
 if __name__ == "__main__":

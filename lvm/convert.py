@@ -19,6 +19,7 @@ from lvm.interop.easylm import convert_easylm_to_hf
 from lvm.interop.hf import export_checkpoint_to_hf, parse_size
 from lvm.model.config import ModelConfig
 from lvm.model.pretrained import load_model, parse_dtype, save_model_checkpoint
+from lvm.core.errors import report_user_errors
 
 DEFAULT_DTYPES = {"to_hf": "bf16", "from_hf": "fp32", "from_easylm": "fp16"}
 
@@ -51,6 +52,7 @@ def convert(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="convert")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     convert(cfg)
 

@@ -43,6 +43,7 @@ from lvm.tokenizer.preprocess import tensor_to_uint8
 from lvm.tokenizer.train import evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
+from lvm.core.errors import report_user_errors
 
 log = logging.getLogger(__name__)
 KINDS = ("video", "paired", "sequence")
@@ -62,6 +63,15 @@ def write_shards(sentences: dict[str, list[ImageSentence]], vqgan: VQGANModel, o
                               config={"builder": "lvm.demo", "kind": kind})
 
 
+def shipped_tokenizer_source(cfg: DictConfig) -> Path:
+    """The VQGAN folder the run copies (`tokenizer_path`, default the shipped one), checked before any work."""
+    source = Path(cfg.tokenizer_path or SHIPPED_TOKENIZER)
+    if not (source / "config.json").is_file():
+        raise FileNotFoundError(f"tokenizer_path: {source}: no config.json (expected an open-muse VQGAN folder; the "
+                                f"shipped one is {SHIPPED_TOKENIZER})")
+    return source
+
+
 def demo_tokenizer(cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSentence]]], run_dir: Path
                    ) -> tuple[VQGANModel, dict[str, float]]:
     """The run's VQGAN in `<run_dir>/tokenizer`: a copy of the shipped weights (`tokenizer_path`, default
@@ -76,11 +86,7 @@ def demo_tokenizer(cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSen
                                  seed=cfg.seed, **training)
         save_vqgan(vqgan, folder, dtype=parse_dtype(cfg.tokenizer_save_dtype, "tokenizer_save_dtype"))
     else:
-        source = Path(cfg.tokenizer_path or SHIPPED_TOKENIZER)
-        if not (source / "config.json").is_file():
-            raise FileNotFoundError(f"{source}: no config.json (expected an open-muse VQGAN folder; the shipped one "
-                                    f"is {SHIPPED_TOKENIZER})")
-        shutil.copytree(source, folder, dirs_exist_ok=True)
+        shutil.copytree(shipped_tokenizer_source(cfg), folder, dirs_exist_ok=True)
     vqgan = load_vqgan(folder)
     val = sentences["val"]
     photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])  # the x's: photo crops
@@ -225,6 +231,8 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
         timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
         log.info("%s done in %.1f s", name, timings[name])
 
+    if not cfg.tokenizer_training.enabled:
+        shipped_tokenizer_source(cfg)  # a wrong tokenizer_path fails now, not after the corpus is made
     corpus = make_demo_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
     skips = SkipCounter()  # unreadable files are reported by name as they are met, and counted here
     sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips,
@@ -300,6 +308,7 @@ def pixel_targets(pixels: dict) -> dict[str, bool]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("demo config:\n%s", OmegaConf.to_yaml(cfg))

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from lvm.data.shards import VisualSentence, expand_sources, iter_shard
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import save_png, sentence_codes, sentence_grid
+from lvm.core.errors import report_user_errors
 
 
 def select_sentences(shards: str | os.PathLike, keys: Sequence[str] | str | None = None, index: int = 0,
@@ -87,6 +88,7 @@ def detokenize(cfg: DictConfig) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="detokenize")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     detokenize(cfg)
 

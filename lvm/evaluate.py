@@ -21,6 +21,7 @@ from lvm.eval.metrics import evaluate_generations
 from lvm.eval.perplexity import evaluate_perplexity, evaluate_video_perplexity
 from lvm.model.pretrained import load_model, parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
+from lvm.core.errors import report_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     summary = evaluate(cfg)
     # The headline number, for sweepers: perplexity (the original's mean over examples) or PSNR.

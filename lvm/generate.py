@@ -19,6 +19,7 @@ from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.pretrained import load_model, parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
+from lvm.core.errors import report_user_errors
 
 
 def prompts_from_config(cfg: DictConfig) -> list[VisualPrompt]:
@@ -61,6 +62,7 @@ def generate(cfg: DictConfig) -> list[dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

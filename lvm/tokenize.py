@@ -52,6 +52,7 @@ from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import encode_images, to_channels_last
 from lvm.tokenizer.preprocess import ImageReadError, read_image_array
 from lvm.tokenizer.vqgan import VQGANModel
+from lvm.core.errors import report_user_errors
 
 PROGRESS_DIR = "progress"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -369,6 +370,7 @@ def print_summary(console: Console, totals: dict[str, Any], out_dir: Path) -> No
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tokenize")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     tokenize(cfg)
 

@@ -20,6 +20,7 @@ from lvm.checkpoint_io import resolve_directory
 from lvm.lit_module import LVMLitModule
 from lvm.model.config import ModelConfig
 from lvm.model.pretrained import load_pretrained_into
+from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 
 
 def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: ModelConfig) -> None:
@@ -59,11 +60,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = resumed_file = cfg.get("ckpt_path")
     if ckpt_path == "last" and trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
         # A kill between the two renames of a checkpoint-folder swap leaves last.ckpt.old only.
-        resolve_directory(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        resumed_file = resolve_directory(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
+    with refuse_unsafe_pickles(resumed_file):  # Lightning reads it with weights_only=True
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     skipped = getattr(datamodule, "skipped_shards", 0)
     if skipped:  # each one was named in a CorruptShardWarning when it was met
@@ -73,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from lvm.tokenizer.checkpoint import save_vqgan
 from lvm.tokenizer.image_data import ImageFolderDataModule
 from lvm.tokenizer.lit_module import VQGANLitModule
+from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 
 
 def train_tokenizer(cfg: DictConfig) -> dict[str, float]:
@@ -31,7 +32,8 @@ def train_tokenizer(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with refuse_unsafe_pickles(cfg.get("ckpt_path")):  # Lightning reads it with weights_only=True
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {name: float(value) for name, value in trainer.validate(module, datamodule=datamodule)[0].items()}
     if trainer.is_global_zero:
         folder = save_vqgan(module.vqgan, cfg.tokenizer_dir)
@@ -42,6 +44,7 @@ def train_tokenizer(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_tokenizer")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     metrics = train_tokenizer(cfg)
     return metrics.get(cfg.get("optimized_metric"))

@@ -26,8 +26,8 @@ from gradio_client.exceptions import AppError
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from lvm.app import (DemoRunError, PageSources, UploadError, UploadLimits, read_upload_image, resolve_page_sources,
-                     serve)
+from lvm.app import (DemoRunError, PageSources, UploadError, UploadLimits, read_upload_image,
+                     read_upload_video, resolve_page_sources, serve)
 from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.config import ModelConfig
@@ -36,6 +36,7 @@ from lvm.model.pretrained import load_model
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.grid import image_grid
 from lvm.tokenizer.preprocess import load_image, tensor_to_uint8
+from tests.original_video import read_frames_the_original_way, write_detailed_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32            # px, the tiny VQGAN's resolution: 8×8 = 64 codes per image
@@ -254,6 +255,12 @@ def test_oversized_uploads_are_refused_naming_the_limit(world):
     # The handlers' own check, for files that reach them another way.
     with pytest.raises(UploadError, match=r"noise\.png: 0\.0\d+ MB is over the upload limit of 0\.02 MB"):
         read_upload_image(files["noise"], SIZE, UploadLimits(max_upload_mb=MAX_UPLOAD_MB))
+
+
+def test_an_uploaded_video_is_read_as_the_original_reads_videos(tmp_path):
+    path = write_detailed_video(tmp_path / "upload.mp4", n_frames=4)
+    frames = read_upload_video(path, 24, UploadLimits())
+    np.testing.assert_array_equal(np.stack(frames), np.stack(read_frames_the_original_way(path, 24)))
 
 
 # A demo run: the page's model, tokenizer and examples.

@@ -14,11 +14,12 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
-from data_pipelines.common import BadInputError, read_video_frames
+from data_pipelines.common import BadInputError
 from data_pipelines.synthetic import write_video_file
 from lvm.data.shards import read_manifest, read_sentences
 from lvm.tokenize import list_inputs, plan_shards, tokenize
 from lvm.tokenizer import load_image, load_vqgan
+from tests.original_video import read_frames_the_original_way
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def test_shards_hold_the_plain_encoders_codes_for_images_and_video_frames(media,
         np.testing.assert_array_equal(sentence.tokens, expected)
     video = sentences["clip.mp4"]
     assert video.kind == "video" and video.n_images == 3
-    frames = read_video_frames(media / "clip.mp4", 32)[::2]
+    frames = read_frames_the_original_way(media / "clip.mp4", 32)[::2]  # 64×48 → 32×32 with cv2.resize
     images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     np.testing.assert_array_equal(video.tokens, plain_codes(vqgan_dir, images))
     assert len(np.unique(np.concatenate([s.tokens for s in sentences.values()]))) > 10

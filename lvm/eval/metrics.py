@@ -39,6 +39,7 @@ from lvm.data.shards import write_json_atomic
 from lvm.eval.perplexity import write_csv_atomic
 from lvm.jsonl import iter_json_objects
 from lvm.tokenizer.preprocess import ImageReadError, read_image_array
+from lvm.core.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +148,7 @@ def check_inception_weights(path: str | os.PathLike) -> Path:
                                 "FID)")
     if not path.is_file():
         raise ValueError(f"inception_weights: {path} is not a file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise ValueError(f"inception_weights: {path} is not a plain PyTorch state dict ({type(err).__name__}: "
-                         f"{err})") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"inception_weights: {path} does not hold a state dict of tensors")
+    load_state_dict_file(path)
     return path
 
 

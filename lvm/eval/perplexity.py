@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -47,7 +46,7 @@ from lvm.eval.heldout import model_nll
 from lvm.jsonl import iter_json_objects
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.preprocess import ImageReadError, load_image, pil_to_array, uint8_to_tensor
+from lvm.tokenizer.preprocess import ImageReadError, load_image, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
 log = logging.getLogger(__name__)
@@ -345,19 +344,12 @@ def clip_start(n_available: int, n_frames: int, stride: int, seed: int, key: str
     return sample_clip_start(n_available, n_frames, stride, random.Random(f"{seed}:{key}"))
 
 
-def _video_frame(frame: np.ndarray, size: int, center_crop: float | None) -> torch.Tensor:
-    if center_crop is not None:  # crop at full resolution, then the bilinear resize of read_video_frames
-        cropped = Image.fromarray(pil_to_array(Image.fromarray(frame), size=None, center_crop=center_crop))
-        frame = np.asarray(cropped.resize((size, size), Image.BILINEAR))
-    return uint8_to_tensor(frame)
-
-
 def read_clip(source: VideoSource, n_frames: int, stride: int, seed: int, size: int,
               center_crop: float | None = None) -> tuple[torch.Tensor | None, dict]:
     """The clip's frames (n_frames, 3, size, size) in [0, 1] and {"start", "stride", "n_frames_available"};
     frames None when the video is too short. Video files are decoded whole (at `size`, or at full size
-    when cropping) and resized bilinearly, as data_pipelines reads videos; frame-folder images are read
-    as the original prepares images (`load_image`). Unreadable input raises BadInputError naming it."""
+    and their crop) and resized with OpenCV, as the original reads videos (`read_video_frames`);
+    frame-folder images are read with PIL, as the original prepares images (`load_image`). Unreadable input raises BadInputError naming it."""
     if source.frames is not None:
         n_available = len(source.frames)
         start = clip_start(n_available, n_frames, stride, seed, source.key)
@@ -371,11 +363,11 @@ def read_clip(source: VideoSource, n_frames: int, stride: int, seed: int, size: 
     else:
         if not os.path.isfile(source.path):
             raise BadInputError(source.path, "no such file or folder")
-        decoded = read_video_frames(source.path, size=None if center_crop is not None else size)
+        decoded = read_video_frames(source.path, size, center_crop)
         n_available = len(decoded)
         start = clip_start(n_available, n_frames, stride, seed, source.key)
         frames = None if start is None else torch.stack(
-            [_video_frame(decoded[i], size, center_crop) for i in clip_indices(start, n_frames, stride)])
+            [uint8_to_tensor(decoded[i]) for i in clip_indices(start, n_frames, stride)])
     return frames, {"start": start, "stride": stride, "n_frames_available": n_available}
 
 

@@ -31,7 +31,8 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key, read_video_frames
+from data_pipelines.common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key, read_video_frames,
+                                   resize_video_frame)
 from lvm.data.shards import write_json_atomic
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import context_frame_indices, continue_image_codes, restrict_to_codebook
@@ -133,8 +134,7 @@ def load_prompt_frames(
             arrays = read_video_frames(source, size=None)
             arrays = [arrays[i] for i in context_frame_indices(len(arrays), max_frames, frame_stride)]
             original = arrays[-1].shape[1], arrays[-1].shape[0]
-            frames = torch.stack([uint8_to_tensor(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)))
-                                  for a in arrays])
+            frames = torch.stack([uint8_to_tensor(resize_video_frame(a, size)) for a in arrays])
             return frames, original
     else:
         files = list(prompt.inputs)[-max_frames if max_frames else None:]

@@ -16,7 +16,6 @@ layout, so a conversion renames and casts; no tensor is permuted.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from torch import nn
 
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.core.weights import load_state_dict_file
 
 HF_CONFIG_FIELDS = {  # ours → LlamaConfig's
     "hidden_size": "hidden_size",
@@ -175,16 +175,7 @@ def hf_weight_files(folder: str | Path) -> list[Path]:
 
 def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     """A `.bin` state dict memory-mapped (its tensors read from disk when touched)."""
-    try:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be mapped
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
-        raise ValueError(f"{file}: not a state dict torch.load can read ({error})") from error
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise ValueError(f"{file}: holds a {type(state).__name__}, not a dict of tensors")
-    return state
+    return load_state_dict_file(file, mmap=True)
 
 
 def _stored_shapes(file: Path) -> dict[str, tuple[int, ...]]:

@@ -27,6 +27,7 @@ from lvm.interop.hf import (
 )
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.core.weights import load_torch_file
 
 __all__ = [  # the Hugging Face names re-exported for the callers that import them from here
     "HF_CONFIG_FIELDS", "allocate_model", "load_model", "load_pretrained_into", "model_config_from_hf",
@@ -43,10 +44,18 @@ def _read_lightning_state_dict(path: Path, model: nn.Module) -> dict[str, torch.
         dcp.load(wrapped, checkpoint_id=str(path))
         state = wrapped["state_dict"]
     else:  # memory-mapped: the tensors are read from disk as they are copied, not all at once
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict")
+        state = _read_ckpt(path).get("state_dict")
         if state is None:
             raise ValueError(f"{path}: no 'state_dict' field; is this a Lightning checkpoint of lvm.train?")
     return {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
+
+
+def _read_ckpt(path: Path) -> dict:
+    """A Lightning checkpoint, memory-mapped (tensors are read from disk when touched)."""
+    checkpoint = load_torch_file(path, mmap=True)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: holds a {type(checkpoint).__name__}, not a Lightning checkpoint (a dict)")
+    return checkpoint
 
 
 def read_pretrained_state_dict(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -86,7 +95,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
             return model_config_from_hf(path)
         raise ValueError(f"{path}: a folder without config.json. Sharded FSDP2 checkpoints hold no model "
                          "dimensions; load them with init_from= in lvm.train, or export a Hugging Face folder")
-    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    hparams = _read_ckpt(path).get("hyper_parameters") or {}
     if "model_config" not in hparams:
         raise ValueError(f"{path}: no hyper_parameters.model_config; is this a checkpoint written by lvm.train?")
     return ModelConfig(**hparams["model_config"])

@@ -18,10 +18,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+from lvm.core.weights import load_state_dict_file
 
 CONFIG_NAME = "config.json"
 CLASS_NAME = "VQGANModel"
@@ -84,17 +84,7 @@ def find_weights_file(folder: str | Path) -> Path:
 
 def read_state_dict(weights_file: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` or torch `.bin` file, the latter read with weights_only=True."""
-    weights_file = Path(weights_file)
-    try:
-        if weights_file.suffix == ".safetensors":
-            state = load_safetensors(str(weights_file), device=str(map_location))
-        else:
-            state = torch.load(weights_file, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt or truncated file, or a pickle holding more than tensors
-        raise ValueError(f"{weights_file}: cannot read VQGAN weights ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{weights_file}: expected a flat dict of name → tensor (a state dict)")
-    return state
+    return load_state_dict_file(weights_file, map_location)
 
 
 def check_state_dict(model: VQGANModel, state: dict[str, torch.Tensor], source: str | Path) -> None:

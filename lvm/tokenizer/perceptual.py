@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file as load_safetensors
 from torch import nn
+from lvm.core.weights import load_state_dict_file
 
 # torchvision's VGG16 ("configuration D"): conv widths, "M" = 2×2 max-pool. Each conv is followed
 # by a ReLU, so a conv sits at an even index of `features` and its ReLU right after it.
@@ -122,19 +122,7 @@ class LPIPS(nn.Module):
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` file or of a torch file read with weights_only=True, on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_safetensors(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, or a pickle holding more than tensors
-        raise ValueError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a flat dict of name → tensor (a state dict)")
-    return dict(state)
+    return load_state_dict_file(path)
 
 
 def _check_keys(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],

@@ -23,6 +23,7 @@ from data_pipelines.common import (
     sample_clip,
     sample_clip_start,
 )
+from tests.original_video import read_frames_the_original_way, write_detailed_video
 from tests.data_pipelines.inputs import (
     SIZE,
     markers,
@@ -125,6 +126,29 @@ def test_read_video_frames_in_time_order(tmp_path, codec):
     assert markers(frames) == list(range(12))
     resized = read_video_frames(path, 16)
     assert resized[0].shape == (16, 16, 3) and read_marker(np.kron(resized[5], np.ones((2, 2, 1)))) == 5
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+@pytest.mark.parametrize("size, center_crop", [(40, None), (24, 0.7), (200, None)])
+def test_video_frames_are_the_originals_pixels(tmp_path, codec, size, center_crop):
+    # 160×120 → 40 or 24 (shrinking, where OpenCV's INTER_LINEAR and PIL's antialiasing bilinear part),
+    # and → 200 (enlarging); the reference decodes with OpenCV as the original does.
+    path = write_detailed_video(tmp_path / "v.mp4", codec=codec)
+    frames = read_video_frames(path, size, center_crop)
+    reference = read_frames_the_original_way(path, size, center_crop or 1.0)
+    assert len(frames) == len(reference) == 6
+    for ours, theirs in zip(frames, reference):
+        assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours, theirs)
+    if size < 120:  # what this replaced: PIL's bilinear, which antialiases, gives other pixels
+        full = read_video_frames(path, None, center_crop)[0]
+        pil = np.asarray(Image.fromarray(full).resize((size, size), Image.BILINEAR))
+        assert np.abs(pil.astype(int) - reference[0]).mean() > 5
+
+
+def test_video_center_crop_is_checked_before_the_file_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"center_crop: expected a fraction in \(0, 1\], got 1.5"):
+        read_video_frames(tmp_path / "not_read.mp4", 32, center_crop=1.5)
 
 
 def test_read_video_frames_names_corrupt_and_truncated_files(tmp_path):

@@ -81,9 +81,13 @@ def test_errors_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no manifest.json"):
         find_manifests(tmp_path / "empty")
-    console = Console(record=True, width=200)
-    assert main([str(tmp_path / "missing")], console=console) == 1
-    assert "missing: not a manifest file or a folder" in console.export_text()
+
+def test_a_missing_path_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing")], console=Console(record=True))
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: not a manifest file or a folder\n"
 
 
 def test_runs_as_a_module(shard_sets, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from lvm.core.errors import RefusedCheckpointError
 from lvm.eval.metrics import (NO_FID_NOTE, check_inception_weights, evaluate_generations, psnr_ssim, read_pair,
                               to_float)
 
@@ -117,7 +118,7 @@ def test_no_target_at_all_and_missing_inception_weights_are_errors(generations, 
         evaluate_generations(results, tmp_path / "out", inception_weights=tmp_path / "nowhere.pth", progress=False)
     pickled = tmp_path / "code.pth"
     torch.save({"weights": object()}, pickled)  # needs unpickling code: refused before torch-fidelity reads it
-    with pytest.raises(ValueError, match=r"code.pth is not a plain PyTorch state dict"):
+    with pytest.raises(RefusedCheckpointError, match=r"code.pth: refused to load: it contains Python objects"):
         check_inception_weights(pickled)
     results.write_text(results.read_text().splitlines()[2] + "\n")
     with pytest.raises(ValueError, match="none of its 1 prompts has a target"):

@@ -15,6 +15,7 @@ from lvm.eval.perplexity import (CodedExample, ExampleScore, evaluate_perplexity
                                  find_videos, read_clip, score_examples, summarize, target_nll)
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.preprocess import load_image
+from tests.original_video import read_frames_the_original_way, write_detailed_video
 from tests.eval.conftest import (MAX_SEQ_LEN, TOKENS_PER_IMAGE, frame_level, hf_target_loss, write_frame_folder,
                                  write_png, write_video)
 
@@ -202,6 +203,17 @@ def test_video_files_and_frame_folders_short_ones_skipped_and_counted(tmp_path, 
         reference = hf_target_loss(hf_lm, codes[:3].reshape(-1), codes[3:].reshape(-1))
         assert float(rows[source.key]["loss"]) == pytest.approx(reference, rel=1e-5)
         assert int(rows[source.key]["n_target_tokens"]) == TOKENS_PER_IMAGE
+
+
+@pytest.mark.parametrize("center_crop", [None, 0.8])
+def test_video_clip_frames_are_the_originals_pixels(tmp_path, center_crop):
+    # As eval_video_perplexity.py reads them: read_frames_from_video → cv2.resize after the crop.
+    path = write_detailed_video(tmp_path / "v" / "clip.mp4", n_frames=8)
+    frames, meta = read_clip(find_videos(str(tmp_path / "v"))[0], n_frames=3, stride=2, seed=0, size=48,
+                             center_crop=center_crop)
+    reference = read_frames_the_original_way(path, 48, center_crop or 1.0)
+    expected = np.stack([reference[meta["start"] + 2 * i] for i in range(3)])
+    np.testing.assert_array_equal((frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), expected)
 
 
 def test_center_crop_and_unreadable_videos(tmp_path, lm, vqgan):

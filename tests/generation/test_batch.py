@@ -18,6 +18,7 @@ from lvm.model.pretrained import load_model
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.preprocess import load_image, tensor_to_uint8
 from tests.cli import run_module_cli
+from tests.original_video import read_frames_the_original_way, write_detailed_video
 
 GREEDY = SamplingConfig(temperature=0)
 
@@ -88,6 +89,15 @@ def test_resume_skips_finished_batches_and_regenerates_the_rest_identically(prom
     run()
     assert (out / "prompt0" / "result.json").stat().st_mtime_ns == finished_mtime  # batch 0 not redone
     assert {p: (out / p).read_bytes() for p in first} == first  # batch 1 redone exactly, by its own seed
+
+
+def test_video_prompt_frames_are_the_originals_pixels(tmp_path):
+    # Sequential prompting from a video file reads its frames as the original's generate_videos.py does.
+    path = write_detailed_video(tmp_path / "clip.mp4", n_frames=7)
+    frames, original = load_prompt_frames(VisualPrompt("v", (path,)), 40, max_frames=3, frame_stride=2)
+    reference = read_frames_the_original_way(path, 40)
+    assert original == (160, 120)
+    np.testing.assert_array_equal(tensor_to_uint8(frames), np.stack([reference[i] for i in (2, 4, 6)]))
 
 
 def test_video_and_frame_folder_prompts(tmp_path, lvm_and_vqgan):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import lvm.tokenizer.checkpoint as checkpoint
+from lvm.core.errors import RefusedCheckpointError
 from lvm.tokenizer import load_vqgan, save_vqgan
 from lvm.tokenizer.checkpoint import find_weights_file, read_config
 from tests.tokenizer.open_muse import OPEN_MUSE_CONFIG, OPEN_MUSE_FIELDS, write_open_muse_folder
@@ -156,7 +157,7 @@ def test_pickled_code_in_pytorch_model_bin_is_refused(tmp_path, model):
     save_vqgan(model, tmp_path, safe_serialization=False)
     state = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
     torch.save({**state, "payload": _Payload()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(ValueError, match="pytorch_model.bin: cannot read VQGAN weights"):
+    with pytest.raises(RefusedCheckpointError, match="pytorch_model.bin: refused to load: it contains Python objects"):
         load_vqgan(tmp_path)
     assert not _Payload.ran
 

@@ -1,0 +1,1 @@
+"""The basics every part of `lvm` (and `data_pipelines`) uses; imports nothing else from `lvm`."""
