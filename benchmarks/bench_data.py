@@ -55,7 +55,7 @@ from lvm.data.datamodule import MixtureDataModule  # noqa: E402
 from lvm.data.shards import ShardWriter, VisualSentence  # noqa: E402
 from lvm.model.config import ModelConfig  # noqa: E402
 from lvm.model.llama import LLaMA  # noqa: E402
-from lvm.optim import build_adamw  # noqa: E402
+from lvm.training.optim import build_adamw  # noqa: E402
 
 READER_TARGET = 5.0
 TRAINING_TARGET = 50.0

@@ -4,7 +4,7 @@ default dynamic KV cache, SDPA attention) on the same weights and the same promp
     python benchmarks/bench_generate.py                      # ~4 minutes on 2 CPU cores
     python benchmarks/bench_generate.py --sizes vqlm_debug --context-images 7 --rounds 3
 
-For each model size (default: vqlm_debug and vqlm_100m, exact dimensions of the spec, random weights
+For each model size (default: vqlm_debug and vqlm_100m, exact dimensions of the original, random weights
 from our seeded initialisation written once as a Hugging Face folder and loaded by each side as its
 users would) and each batch size (1 and 8): prompts of `--context-images` images × 256 tokens of
 random VQ codes (no specials), then one image of 256 new tokens, greedy with every special id
@@ -39,7 +39,7 @@ from lvm.generation.sampler import SamplingConfig
 from lvm.interop.hf import export_hf
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 
 TOKENS_PER_IMAGE = 256
 GREEDY = SamplingConfig(temperature=0)

@@ -40,7 +40,8 @@ from skimage import data as skdata
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lvm.tokenize import resolve_device, resolve_precision, tokenize  # noqa: E402
+from lvm.core.devices import resolve_device, resolve_precision
+from lvm.tokenize import tokenize  # noqa: E402
 from lvm.tokenizer import VQGANConfig, VQGANModel, load_image, load_vqgan, save_vqgan  # noqa: E402
 from lvm.tokenizer.codec import decode_codes, encode_images, to_channels_last  # noqa: E402
 

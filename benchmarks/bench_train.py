@@ -12,10 +12,10 @@ intermediate 688 (LLaMA's 8/3·d rounded up to 16; vqlm_100m has 2.6·d), 4 laye
 specials), pre-generated once and served by one DataLoader ({"input_ids", "labels"}, labels = ids
 shifted by one) to every contender, in the same order. The initial weights are our initialisation
 (seeded `LLaMA.init_weights`) written once as a Hugging Face `LlamaForCausalLM` folder, which each side
-loads as its users would: transformers by `from_pretrained`, ours by `lvm.model.pretrained`'s
+loads as its users would: transformers by `from_pretrained`, ours by `lvm.interop.pretrained`'s
 `load_pretrained_into` (`lvm.train`'s init_from). Contenders, all with AdamW (lr 1.5e-4, betas
 (0.9, 0.95), eps 1e-8, weight decay 0.1 on every parameter), global-norm clipping at 1.0 and the same
-warmup-cosine schedule (`lvm.optim.warmup_cosine_scheduler`, stepped per update):
+warmup-cosine schedule (`lvm.training.optim.warmup_cosine_scheduler`, stepped per update):
 - ours: `LVMLitModule` fitted by `pytorch_lightning.Trainer` as conf/trainer/cpu.yaml sets it up
   (accelerator cpu, precision 32-true, gradient_clip_val 1.0, log_every_n_steps 10), with
   `LVMThroughputMonitor` (batch_size_of / tokens_of, its peak measured here by `measure_matmul_flops`)
@@ -24,7 +24,7 @@ warmup-cosine schedule (`lvm.optim.warmup_cosine_scheduler`, stepped per update)
   for training), in a plain loop: logits → F.cross_entropy over all tokens (our loss, not HF's
   shifted one: the labels are already shifted) → backward → clip_grad_norm_(1.0) → torch.optim.AdamW
   → scheduler → zero_grad(set_to_none=True);
-- plain: our `LLaMA` in the same loop (`lvm.optim.build_adamw`).
+- plain: our `LLaMA` in the same loop (`lvm.training.optim.build_adamw`).
 Each contender runs `--warmup` untimed steps and then `--steps` timed ones, with a fresh model and
 optimizer, in each of `--rounds` rounds (default 5 × (1 + 3): short rounds interleave finely); the
 contenders are interleaved (the order rotates by round).
@@ -36,7 +36,7 @@ every step's end). The headline figures are medians over all timed steps of all 
 bursts of other processes that a shared machine has); the medians of whole rounds are printed too.
 The step-0 losses must agree: ours and plain exactly (same weights, same kernels), transformers
 within 1e-4. MFU = tokens/s · ModelConfig.flops_per_token(T) (6·N + 12·L·d·T) / the fp32 matmul
-rate of `lvm.throughput.measure_matmul_flops` (the best of its measurements at the start and after each
+rate of `lvm.training.throughput.measure_matmul_flops` (the best of its measurements at the start and after each
 round: a busy machine only lowers them). Targets: ours >= 1.2x transformers, and the Trainer costs at
 most 5 % (ours >= 0.95x the plain loop of our model).
 """
@@ -69,12 +69,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
-from lvm.lit_module import LVMLitModule, batch_size_of, tokens_of  # noqa: E402
+from lvm.training.lit_module import LVMLitModule, batch_size_of, tokens_of  # noqa: E402
 from lvm.model.config import NUM_VQ_CODES, ModelConfig  # noqa: E402
 from lvm.model.llama import LLaMA  # noqa: E402
-from lvm.model.pretrained import load_pretrained_into, model_config_from_hf, read_hf_state_dict  # noqa: E402
-from lvm.optim import build_adamw, warmup_cosine_scheduler  # noqa: E402
-from lvm.throughput import LVMThroughputMonitor, measure_matmul_flops  # noqa: E402
+from lvm.interop.pretrained import load_pretrained_into
+from lvm.interop.hf import model_config_from_hf, read_hf_state_dict  # noqa: E402
+from lvm.training.optim import build_adamw, warmup_cosine_scheduler  # noqa: E402
+from lvm.training.throughput import LVMThroughputMonitor, measure_matmul_flops  # noqa: E402
 
 HF_TARGET = 1.2
 TRAINER_TARGET = 0.95
@@ -126,13 +127,13 @@ def hf_config(config: ModelConfig) -> LlamaConfig:
 
 def to_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our names are LlamaForCausalLM's without its `model.` prefix (the head keeps `lm_head.`): the
-    inverse of `lvm.model.pretrained.read_hf_state_dict`."""
+    inverse of `lvm.interop.pretrained.read_hf_state_dict`."""
     return {(k if k.startswith("lm_head.") else f"model.{k}"): v for k, v in state.items()}
 
 
 def write_initial_weights(config: ModelConfig, seed: int, folder: str) -> None:
     """Our seeded initialisation saved as a Hugging Face folder; checks that it reads back through
-    `lvm.model.pretrained` to the same tensors and dimensions."""
+    `lvm.interop.pretrained` to the same tensors and dimensions."""
     torch.manual_seed(seed)
     state = LLaMA(config).state_dict()
     hf = LlamaForCausalLM(hf_config(config))
@@ -140,7 +141,7 @@ def write_initial_weights(config: ModelConfig, seed: int, folder: str) -> None:
     hf.save_pretrained(folder)
     back = read_hf_state_dict(folder)
     if set(back) != set(state) or any(not torch.equal(back[k], v) for k, v in state.items()):
-        raise RuntimeError(f"{folder}: the weights do not read back unchanged through lvm.model.pretrained")
+        raise RuntimeError(f"{folder}: the weights do not read back unchanged through lvm.interop.pretrained")
     dims = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocab_size", "rope_theta", "norm_eps")
     read = model_config_from_hf(folder)
     if any(getattr(read, k) != getattr(config, k) for k in dims):
@@ -331,7 +332,7 @@ def main() -> None:
     print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {threads} threads; torch {torch.__version__}, "
           f"pytorch-lightning {pl.__version__}, transformers {transformers.__version__}; "
           f"{datetime.date.today().isoformat()}; fp32 matmul peak {peak_flops / 1e9:.1f} GFLOP/s (best of "
-          f"{len(peaks)} measurements by lvm.throughput.measure_matmul_flops over the run)\n")
+          f"{len(peaks)} measurements by lvm.training.throughput.measure_matmul_flops over the run)\n")
     print("| contender | tokens/s (median) | ms/step | relative to ours | MFU (vs measured matmul peak) |")
     print("|---|---:|---:|---:|---:|")
     for name in CONTENDERS:

@@ -6,7 +6,7 @@
 `pipeline=<kind>` picks conf/pipeline/<kind>.yaml, whose `builder` is a partial of one of the
 `data_pipelines` builders; it is called with the tokenizer's `size`, `rng_seed=seed`, a SkipCounter
 and `strict`. Its sentences pass the curation filters (data_pipelines/curation.py), are encoded in
-batches of about `images_per_batch` images (data_pipelines/to_shards.py) and written as WebDataset
+batches of about `images_per_batch` images (lvm/data/image_sentences.py) and written as WebDataset
 shards of `samples_per_shard` sentences (lvm/data/shards.py), then `manifest.json`, which `lvm.data`
 reads.
 
@@ -40,12 +40,15 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from data_pipelines.common import ImageSentence, SkipCounter
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.skips import SkipCounter
 from data_pipelines.curation import REASONS, Curator
-from data_pipelines.to_shards import tokenize_sentences
-from lvm.data.shards import (MANIFEST_NAME, VisualSentence, check_plan, manifest_dict, write_json_atomic,
-                             write_manifest, write_shard_file)
-from lvm.tokenize import PROGRESS_DIR, ImagesPerSecond, resolve_device
+from lvm.data.image_sentences import tokenize_sentences
+from lvm.data.shards import MANIFEST_NAME, VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
+from lvm.core.atomic_files import write_json_atomic
+from lvm.data.shards import PROGRESS_DIR
+from lvm.core.progress import ImagesPerSecond
+from lvm.core.devices import resolve_device
 from lvm.tokenizer.checkpoint import find_weights_file, load_vqgan
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.core.errors import report_user_errors

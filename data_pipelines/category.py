@@ -7,17 +7,11 @@ import os
 import random
 from typing import Iterator, Sequence
 
-from data_pipelines.common import (
-    IMAGE_EXTENSIONS,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    draw_groups,
-    image_loader,
-    list_files,
-    natural_sort_key,
-    skip_or_raise,
-)
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive, draw_groups
+from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.media.images import image_loader
 
 
 def class_folders(

@@ -8,15 +8,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines.common import (
-    IMAGE_EXTENSIONS,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    draw_groups,
-    expand_inputs,
-    image_loader,
-)
+from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive, draw_groups
+from lvm.media.skips import SkipCounter
+from lvm.media.images import image_loader
 
 # ITU-R BT.601 luma weights as the original writes them (they sum to 0.9999, not 1).
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])

@@ -1,6 +1,6 @@
 """Curation filters applied to visual sentences before they are tokenized: minimum resolution, aspect
 ratio, and near-duplicate removal by perceptual hash (the kind of filtering the LVM authors applied
-to LAION, spec §4).
+to LAION, the original's EasyLM/optimizers.py).
 
 Where the filters act: on each built sentence's *source files* (`Curator.admit_sentence`), not on the
 file lists handed to the builders. Builders take different things — lists of video or image files
@@ -43,7 +43,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-from data_pipelines.common import VIDEO_EXTENSIONS
+from lvm.media.files import VIDEO_EXTENSIONS
 
 HASH_SIZE = 8  # pHash side: 8×8 = 64 bits, imagehash's default
 HASH_BITS = HASH_SIZE * HASH_SIZE

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 
-from data_pipelines.common import ImageSentence, SkipCounter, check_positive
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive
+from lvm.media.skips import SkipCounter
 from data_pipelines.paired import paired_sentences
 from data_pipelines.sequences import sequence_sentences
 from data_pipelines.video import video_sentences

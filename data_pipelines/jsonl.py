@@ -1,4 +1,4 @@
-"""The original's pretokenized `dataset.jsonl` ↔ our WebDataset shards (spec §5).
+"""The original's pretokenized `dataset.jsonl` ↔ our WebDataset shards (the original's DATASET.md and tokenize_examples/).
 
 The original stores one visual sentence per line as `{"tokens": "<base64>"}`, the base64 of a
 little-endian int32 array of VQ codes. We store uint16 arrays in tar shards with a manifest

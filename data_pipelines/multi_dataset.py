@@ -10,16 +10,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines.common import (
-    IMAGE_EXTENSIONS,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    draw_groups,
-    image_loader,
-    skip_or_raise,
-    split_path_list,
-)
+from lvm.media.files import IMAGE_EXTENSIONS, split_path_list
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive, draw_groups
+from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.media.images import image_loader
 from data_pipelines.paired import files_by_stem
 
 

@@ -11,20 +11,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines.common import (
-    IMAGE_EXTENSIONS,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    clip_indices,
-    draw_groups,
-    image_loader,
-    list_files,
-    natural_sort_key,
-    sample_clip,
-    skip_or_raise,
-    split_path_list,
-)
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key, split_path_list
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive, draw_groups, sample_clip
+from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.media.clips import clip_indices
+from lvm.media.images import image_loader
 
 _WILDCARD = re.compile(r"[*?[]")
 # One example's clip: its paths and images (folder × frame), start and stride.

@@ -7,19 +7,12 @@ import os
 import random
 from typing import Iterator, Sequence
 
-from data_pipelines.common import (
-    IMAGE_EXTENSIONS,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    clip_indices,
-    draw_groups,
-    expand_inputs,
-    image_loader,
-    list_files,
-    sample_clip,
-    skip_or_raise,
-)
+from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs, list_files
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive, draw_groups, sample_clip
+from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.media.clips import clip_indices
+from lvm.media.images import image_loader
 
 
 def sequence_sentences(

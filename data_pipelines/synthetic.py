@@ -14,6 +14,8 @@ touch. The layout is recorded in ``corpus.json`` (paths relative to the corpus f
 
 from __future__ import annotations
 
+from lvm.core.atomic_files import write_json_atomic
+
 import json
 import os
 import shutil
@@ -97,16 +99,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
     path = str(path)
     tmp = path + ".tmp"
     Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | os.PathLike, data: dict) -> str:
-    """Write `data` as JSON via a temporary name; returns the path."""
-    path = str(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
     os.replace(tmp, path)
     return path
 
@@ -283,7 +275,7 @@ def make_demo_corpus(
                 entry[kind].append(rel)
         layout[split] = entry
 
-    write_json(corpus_path, layout)  # last: its presence means the corpus is complete
+    write_json_atomic(corpus_path, layout)  # last: its presence means the corpus is complete
     return load_demo_corpus(out_dir)
 
 

@@ -7,19 +7,12 @@ import os
 import random
 from typing import Iterator, Sequence
 
-from data_pipelines.common import (
-    VIDEO_EXTENSIONS,
-    BadInputError,
-    ImageSentence,
-    SkipCounter,
-    check_positive,
-    clip_indices,
-    clip_span,
-    expand_inputs,
-    read_video_frames,
-    sample_clip_start,
-    skip_or_raise,
-)
+from lvm.media.files import VIDEO_EXTENSIONS, expand_inputs
+from lvm.media.skips import BadInputError, SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
+from data_pipelines.common import check_positive
+from lvm.media.clips import clip_indices, clip_span, sample_clip_start
+from lvm.media.video import read_video_frames
 
 
 def video_sentences(

@@ -1,4 +1,4 @@
-"""`python -m lvm.app`: a Gradio page for visual prompting (spec §7), served on 127.0.0.1 unless told
+"""`python -m lvm.app`: a Gradio page for visual prompting (the original's evaluation/vqlm_demo/inference.py), served on 127.0.0.1 unless told
 otherwise (conf/app.yaml).
 
 Two tabs: "Analogy" (x₁ y₁ … x_k y_k x_q → candidate y_q's) and "Video / sequence" (a video file, or
@@ -36,14 +36,17 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from data_pipelines.common import BadInputError, natural_sort_key, read_video_frames
+from lvm.media.skips import BadInputError
+from lvm.media.files import natural_sort_key
+from lvm.media.video import read_video_frames
 from lvm.generation.prompting import analogy_prompting, context_frame_indices, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.llama import LLaMA
-from lvm.model.pretrained import load_model, parse_dtype
+from lvm.interop.pretrained import load_model
+from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import image_grid
-from lvm.tokenizer.preprocess import pil_to_tensor, tensor_to_uint8, uint8_to_tensor
+from lvm.media.images import pil_to_tensor, tensor_to_uint8, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.core.errors import report_user_errors
 
@@ -106,7 +109,7 @@ def check_pixels(path: str | os.PathLike, width: int, height: int, limits: Uploa
 
 def read_upload_image(path: str | os.PathLike, size: int, limits: UploadLimits) -> torch.Tensor:
     """An uploaded image → (3, size, size) float32 in [0, 1], prepared as the original prepares images
-    (lvm.tokenizer.preprocess). Size and pixel count are checked before any pixel is decoded."""
+    (lvm.media.images). Size and pixel count are checked before any pixel is decoded."""
     check_upload_size(path, limits)
     try:
         with Image.open(path) as image:  # reads the header only

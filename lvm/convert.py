@@ -16,9 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lvm.interop.easylm import convert_easylm_to_hf
-from lvm.interop.hf import export_checkpoint_to_hf, parse_size
+from lvm.interop.pretrained import export_checkpoint_to_hf
+from lvm.interop.hf import parse_size
 from lvm.model.config import ModelConfig
-from lvm.model.pretrained import load_model, parse_dtype, save_model_checkpoint
+from lvm.interop.pretrained import load_model, save_model_checkpoint
+from lvm.core.devices import parse_dtype
 from lvm.core.errors import report_user_errors
 
 DEFAULT_DTYPES = {"to_hf": "bf16", "from_hf": "fp32", "from_easylm": "fp16"}

@@ -26,21 +26,22 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from data_pipelines.common import ImageSentence, SkipCounter
-from data_pipelines.demo_sentences import demo_sentences
-from data_pipelines.synthetic import make_demo_corpus
-from data_pipelines.to_shards import images_to_tensor, write_sentence_shards
-from lvm.data.shards import read_sentences, write_json_atomic
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.skips import SkipCounter
+from lvm.media.images import images_to_tensor
+from lvm.data.image_sentences import write_sentence_shards
+from lvm.data.shards import read_sentences
+from lvm.core.atomic_files import write_json_atomic
 from lvm.eval.heldout import heldout_report
 from lvm.eval.prompt_quality import NEXT_FRAME, PromptSet, generate_next_images, pixel_report, task_of
 from lvm.generation.sampler import SamplingConfig
-from lvm.lit_module import LVMLitModule
-from lvm.model.pretrained import parse_dtype
+from lvm.training.lit_module import LVMLitModule
+from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.lit_module import CodeUsage
-from lvm.tokenizer.preprocess import tensor_to_uint8
-from lvm.tokenizer.train import evaluate_tokenizer, fit_tokenizer
+from lvm.tokenizer.training.lit_module import CodeUsage
+from lvm.media.images import tensor_to_uint8
+from lvm.tokenizer.training.fit import evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
 from lvm.core.errors import report_user_errors
@@ -233,10 +234,12 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
 
     if not cfg.tokenizer_training.enabled:
         shipped_tokenizer_source(cfg)  # a wrong tokenizer_path fails now, not after the corpus is made
-    corpus = make_demo_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
+    # The data stage is data_pipelines' (conf/demo.yaml names the two functions): lvm never imports it.
+    make_corpus, build_sentences = instantiate(cfg.data_stage.make_corpus), instantiate(cfg.data_stage.sentences)
+    corpus = make_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
     skips = SkipCounter()  # unreadable files are reported by name as they are met, and counted here
-    sentences = {split: demo_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips,
-                                       paired_epochs=cfg.paired_epochs if split == "train" else 1)
+    sentences = {split: build_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips,
+                                        paired_epochs=cfg.paired_epochs if split == "train" else 1)
                  for split in ("train", "val")}
     lap("corpus")
 

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lvm.eval.metrics import evaluate_generations
 from lvm.eval.perplexity import evaluate_perplexity, evaluate_video_perplexity
-from lvm.model.pretrained import load_model, parse_dtype
+from lvm.interop.pretrained import load_model
+from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.core.errors import report_user_errors
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, ListConfig
 from lvm.generation.batch import VisualPrompt, generate_for_prompts, read_prompts
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
-from lvm.model.pretrained import load_model, parse_dtype
+from lvm.interop.pretrained import load_model
+from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.core.errors import report_user_errors
 

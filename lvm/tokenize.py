@@ -24,6 +24,11 @@ stop the run with `strict=true`.
 
 from __future__ import annotations
 
+from lvm.core.devices import resolve_device
+from lvm.core.devices import resolve_precision
+from lvm.core.progress import ImagesPerSecond
+from lvm.data.shards import PROGRESS_DIR
+
 import glob
 import hashlib
 import json
@@ -40,22 +45,20 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipelines.common import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputError, expand_inputs, read_video_frames
-from lvm.data.shards import (VisualSentence, check_plan, manifest_dict, write_json_atomic, write_manifest,
-                             write_shard_file)
+from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
+from lvm.media.skips import BadInputError
+from lvm.media.video import read_video_frames
+from lvm.data.shards import VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
+from lvm.core.atomic_files import write_json_atomic
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import encode_images, to_channels_last
-from lvm.tokenizer.preprocess import ImageReadError, read_image_array
+from lvm.media.images import ImageReadError, read_image_array
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.core.errors import report_user_errors
-
-PROGRESS_DIR = "progress"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- which files ----------------------------------------------------------------------------------
@@ -155,13 +158,6 @@ def keep_as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- progress ---------------------------------------------------------------------------------------
 
-class ImagesPerSecond(ProgressColumn):
-    """Images encoded per second since the start (a task field, since videos hold many images)."""
-
-    def render(self, task) -> Text:
-        images, elapsed = task.fields.get("images", 0), task.elapsed or 0.0
-        return Text(f"{images / elapsed:.1f} img/s" if elapsed > 0 else "– img/s", style="cyan")
-
 
 # --- the job ----------------------------------------------------------------------------------------
 
@@ -181,24 +177,6 @@ class TokenizeSettings:
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) when not launched by it."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto": this process's GPU (LOCAL_RANK) when there is one, else the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """"auto": bf16 autocast on CUDA, fp32 elsewhere (bf16 on CPUs without bf16 units is slower)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
-    return PRECISIONS[precision]
 
 
 def _encode_items(model: VQGANModel, items: list[dict[str, Any]], device: torch.device,

@@ -9,17 +9,16 @@ Examples:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lvm.checkpoint_io import resolve_directory
-from lvm.lit_module import LVMLitModule
+from lvm.core.atomic_files import resolve_directory
+from lvm.training.lit_module import LVMLitModule
 from lvm.model.config import ModelConfig
-from lvm.model.pretrained import load_pretrained_into
+from lvm.interop.pretrained import load_pretrained_into
 from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 
 
@@ -34,24 +33,15 @@ def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: Model
         raise ValueError(f"data.seq_len {seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
 
 
-def compile_options(cfg: DictConfig | None) -> dict[str, Any] | None:
-    """torch.compile keyword arguments from the `compile` group, or None when it is off."""
-    if not cfg or not cfg.get("enabled"):
-        return None
-    return {key: value for key, value in cfg.items() if key != "enabled" and value is not None}
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Seed → instantiate data, module, callbacks, loggers, trainer → fit → final metrics."""
+    """Seed → instantiate data, module, callbacks, loggers, trainer (each from its config) → fit → final metrics."""
     model_config: ModelConfig = instantiate(cfg.model)
     check_sequence_fits(cfg.data.seq_len, cfg.data.tokens_per_image, model_config)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    module = LVMLitModule(model_config, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
-                          activation_checkpointing=bool(cfg.get("activation_checkpointing", False)),
-                          compile_options=compile_options(cfg.get("compile")))
+    module: LVMLitModule = instantiate(cfg.module)  # model, optimizer and schedule factories: conf/train.yaml
     if cfg.get("init_from"):
         if cfg.get("ckpt_path"):
             raise ValueError("set either init_from (new run from pretrained weights) or ckpt_path (resume), not both")

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lvm.tokenizer.checkpoint import save_vqgan
-from lvm.tokenizer.image_data import ImageFolderDataModule
-from lvm.tokenizer.lit_module import VQGANLitModule
+from lvm.tokenizer.training.image_data import ImageFolderDataModule
+from lvm.tokenizer.training.lit_module import VQGANLitModule
 from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 
 

@@ -8,7 +8,7 @@ import signal
 import pytorch_lightning as pl
 import torch
 
-from lvm.checkpoint_io import AtomicCheckpointIO
+from lvm.training.checkpoint_io import AtomicCheckpointIO
 
 
 class RecordBatches(pl.Callback):

@@ -32,10 +32,10 @@ from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.grid import image_grid
-from lvm.tokenizer.preprocess import load_image, tensor_to_uint8
+from lvm.media.images import load_image, tensor_to_uint8
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 
 ROOT = Path(__file__).resolve().parents[1]

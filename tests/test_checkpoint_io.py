@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lvm.checkpoint_io import AtomicCheckpointIO
+from lvm.training.checkpoint_io import AtomicCheckpointIO
 
 
 class FailingWrite(AtomicCheckpointIO):

@@ -20,7 +20,7 @@ from lvm.data.shards import ShardWriter, VisualSentence
 from lvm.detokenize import detokenize, select_sentences
 from lvm.tokenizer import VQGANConfig, VQGANModel, decode, encode, load_vqgan, save_vqgan, tensor_to_uint8
 from lvm.tokenizer.grid import tile_box
-from lvm.tokenizer.preprocess import array_to_tensor
+from lvm.media.images import array_to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # px; f = 4 → 8×8 = 64 tokens per image
@@ -47,7 +47,7 @@ def world(tmp_path_factory) -> dict:
     assert len(codes.unique()) > 8
     sentences = [codes[torch.arange(n) % len(PHOTOS)] for n in N_IMAGES]
     special = codes[:2].clone()
-    special[1, 5] = 8192  # the first reserved id (spec §2): not an image code
+    special[1, 5] = 8192  # the first reserved id (the original's EasyLM/models/llama/llama_model.py): not an image code
     with ShardWriter(root / "shards", max_samples_per_shard=2, tokens_per_image=64) as writer:
         for sentence in [*sentences, special]:
             writer.write(VisualSentence(tokens=sentence.flatten().numpy().astype(np.uint16), kind="paired",

@@ -14,11 +14,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from data_pipelines.common import SkippedInputWarning
+from lvm.media.skips import SkippedInputWarning
 from lvm.evaluate import evaluate
 from lvm.eval.perplexity import evaluate_perplexity
 from lvm.model import LLaMA, ModelConfig
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 from lvm.tokenizer.checkpoint import load_vqgan
 from tests.eval.conftest import write_frame_folder, write_png
 

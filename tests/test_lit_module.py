@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lvm.data.datamodule import MixtureDataModule
-from lvm.lit_module import LVMLitModule, loss_by_source, next_token_loss, token_accuracy
+from lvm.training.lit_module import LVMLitModule, loss_by_source, next_token_loss, token_accuracy
 from lvm.model import ModelConfig
-from lvm.optim import build_adamw, warmup_cosine_scheduler
+from lvm.training.optim import build_adamw, warmup_cosine_scheduler
 
 CONFIG = ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=48)
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from lvm.model import LLaMA, ModelConfig
-from lvm.optim import build_adamw, parameter_groups, warmup_cosine_lr, warmup_cosine_scheduler
+from lvm.training.optim import build_adamw, parameter_groups, warmup_cosine_lr, warmup_cosine_scheduler
 from tests.spec import spec_lr as schedule_of_spec
 
 PEAK, END, WARMUP, DECAY = 1.5e-4, 3e-5, 10, 50

@@ -1,4 +1,4 @@
-"""conf/experiment/lvm_*.yaml reproduce the original's training run (spec §4), checked against the spec's
+"""conf/experiment/lvm_*.yaml reproduce the original's training run (the original's EasyLM/optimizers.py), checked against the original's
 numbers written out here, not read from our code."""
 
 from pathlib import Path
@@ -42,7 +42,7 @@ def test_every_size_runs_the_7b_recipe_on_its_model(size):
     if size in ("100m", "300m"):
         assert cfg.trainer.strategy == "ddp"
     else:
-        assert cfg.trainer.strategy._target_ == "lvm.strategies.FSDP2Strategy"
+        assert cfg.trainer.strategy._target_ == "lvm.training.strategies.FSDP2Strategy"
 
 
 def test_7b_learning_rate_follows_the_spec_formula_at_every_phase():

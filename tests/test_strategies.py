@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvm.checkpoint_io import replace_directory, resolve_directory
+from lvm.core.atomic_files import replace_directory, resolve_directory
 from lvm.model import LLaMA, ModelConfig
-from lvm.model.pretrained import read_pretrained_state_dict
+from lvm.interop.pretrained import read_pretrained_state_dict
 from tests.cli import run_train_cli
 
 ROOT = Path(__file__).resolve().parents[1]

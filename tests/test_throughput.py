@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.demos.boring_classes import BoringModel
 
-from lvm.throughput import LVMThroughputMonitor, lookup_peak_flops, measure_matmul_flops
+from lvm.training.throughput import LVMThroughputMonitor, lookup_peak_flops, measure_matmul_flops
 
 
 def test_measured_matmul_rate_is_the_flops_of_a_timed_product():

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
-from data_pipelines.common import BadInputError
+from lvm.media.skips import BadInputError
 from data_pipelines.synthetic import write_video_file
 from lvm.data.shards import read_manifest, read_sentences
 from lvm.tokenize import list_inputs, plan_shards, tokenize

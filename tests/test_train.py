@@ -139,7 +139,7 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
         assert float(r["train/device/items_per_sec"]) > 0
         assert float(r["train/device/flops_per_sec"]) == pytest.approx(
             float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3)
-        # MFU against the peak given in the config (on GPUs/TPUs it comes from lvm/throughput.py's table)
+        # MFU against the peak given in the config (on GPUs/TPUs it comes from lvm/training/throughput.py's table)
         assert float(r["train/device/mfu"]) == pytest.approx(float(r["train/device/flops_per_sec"]) / 1e11, rel=1e-6)
 
 

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.tokenizer.image_data import ImageFileDataset, ImageFolderDataModule, check_image_headers, list_image_files
-from lvm.tokenizer.preprocess import ImageReadError, load_image
+from lvm.tokenizer.training.image_data import ImageFileDataset, ImageFolderDataModule, check_image_headers, list_image_files
+from lvm.media.images import ImageReadError, load_image
 from lvm.train_tokenizer import train_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -159,7 +159,7 @@ def load_jobs(sweep_dir: str | Path, strict: bool = False) -> list[Job]:
 def _tokens_per_step_and_flops_per_token(job: Job) -> tuple[float, float]:
     """(tokens per optimizer step, FLOPs per token), read back from the logged counters.
 
-    lvm.lit_module logs tokens_seen = (step + 1) · tokens per update and flops = tokens · FLOPs per token, so
+    lvm.training.lit_module logs tokens_seen = (step + 1) · tokens per update and flops = tokens · FLOPs per token, so
     these two numbers place a loss logged at any step (train or val, whatever log_every_n_steps) on the
     tokens and compute axes without assuming the two were logged at the same steps."""
     tokens, flops = job.series(TOKENS), job.series(FLOPS)

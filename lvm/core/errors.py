@@ -4,7 +4,7 @@ A *user error* is a mistake in what the user gave: a missing or malformed file, 
 refused checkpoint. Its message already names the file or field and what was expected, so a traceback
 adds nothing. Everything else is a bug and keeps its traceback. The rule (`user_error_in`):
 
-- any `UserError` (e.g. `RefusedCheckpointError`, `data_pipelines.common.BadInputError`);
+- any `UserError` (e.g. `RefusedCheckpointError`, `lvm.media.skips.BadInputError`);
 - `ValueError`, `TypeError`, `KeyError` or `OSError` raised by a `raise` statement in this repository's
   own code (`lvm/`, `data_pipelines/`): those messages were written for the user. The same types raised
   inside torch, numpy or Lightning are bugs of ours until shown otherwise, and keep the traceback;

@@ -3,7 +3,7 @@
 Training data is one infinite, deterministic stream per (rank, worker):
     per source: shards in a reshuffled order each pass → a shuffle buffer of sentences
     → mixture: the next sentence comes from source s with probability weight_s / Σ weights
-    → packing: sentences concatenated with no separators (spec §5) and cut into windows of seq_len + 1
+    → packing: sentences concatenated with no separators (the original's DATASET.md and tokenize_examples/) and cut into windows of seq_len + 1
       tokens at a stride of seq_len, so every token is a target exactly once, as in the original
     → sample {"input_ids": w[:-1], "labels": w[1:]} (seq_len,) int64; batches stack them (B, seq_len).
 The stream is a pure function of (seed, rank, stream index), so a run resumes exactly by regenerating

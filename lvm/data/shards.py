@@ -1,6 +1,6 @@
 """WebDataset shards of visual sentences: one writer, one manifest, readers that name what is wrong.
 
-On disk (spec §5, stored as uint16 instead of the original's base64 int32 jsonl):
+On disk (the original's DATASET.md and tokenize_examples/, stored as uint16 instead of the original's base64 int32 jsonl):
     <out_dir>/<prefix>-000000.tar     samples {key}.tokens.npy (1-D uint16) + {key}.json
     <out_dir>/manifest.json           {"version": 1, "shards": [{"path", "samples", "tokens"}], "samples",
                                        "tokens", "kinds": {kind: tokens}, "tokens_per_image", "vocab_size",
@@ -10,6 +10,8 @@ with a manifest holds a complete, consistent shard set.
 """
 
 from __future__ import annotations
+
+from lvm.core.atomic_files import write_json_atomic
 
 import glob
 import io
@@ -26,9 +28,10 @@ import numpy as np
 import webdataset as wds
 
 MANIFEST_NAME = "manifest.json"
+PROGRESS_DIR = "progress"  # per-shard summaries of a resumable writer
 PLAN_NAME = "plan.json"  # what a resumable writer's shards were made from (check_plan)
 MANIFEST_VERSION = 1
-DEFAULT_VOCAB_SIZE = 8292  # 8192 VQ codes + 100 reserved ids (spec §2)
+DEFAULT_VOCAB_SIZE = 8292  # 8192 VQ codes + 100 reserved ids (the original's EasyLM/models/llama/llama_model.py)
 # json fields the writer owns; everything else in a sample's json is the sentence's `meta`.
 _RESERVED_JSON_KEYS = ("kind", "source", "n_images", "tokens_per_image")
 
@@ -93,19 +96,6 @@ def _decode_npy(data: bytes) -> np.ndarray:
         if match:
             return np.frombuffer(data, dtype=np.dtype(match[1].decode()), count=int(match[2]), offset=header_end)
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as JSON to `path` through a temporary file, fsync and rename: readers see the old
-    file or the new one, never half of one. The temporary name is per process, so ranks writing the
-    same file at once do not trample each other."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def encode_sample(

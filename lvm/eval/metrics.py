@@ -35,10 +35,10 @@ from rich.progress import track
 from rich.table import Table
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from lvm.data.shards import write_json_atomic
-from lvm.eval.perplexity import write_csv_atomic
-from lvm.jsonl import iter_json_objects
-from lvm.tokenizer.preprocess import ImageReadError, read_image_array
+from lvm.core.atomic_files import write_json_atomic
+from lvm.core.atomic_files import write_csv_atomic
+from lvm.core.jsonl import iter_json_objects
+from lvm.media.images import ImageReadError, read_image_array
 from lvm.core.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Perplexity of target images given context images, as the original's `eval_perplexity.py` and
-`eval_video_perplexity.py` measure it (spec §8).
+`eval_video_perplexity.py` measure it (the original's evaluation/vqlm_demo/eval_perplexity.py).
 
 An example is context images then target images. Both are encoded by the VQGAN, concatenated
 [input | target] with no separator, and run through the model in one forward pass; every target token
@@ -21,7 +21,8 @@ per example) and `<stem>.json` (the summary), both written atomically.
 
 from __future__ import annotations
 
-import csv
+from lvm.core.atomic_files import write_csv_atomic
+
 import glob
 import json
 import logging
@@ -38,15 +39,16 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from data_pipelines.common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, BadInputError, SkipCounter, clip_indices,
-                                   clip_span, list_files, read_file_list, read_video_frames, sample_clip_start,
-                                   split_path_list)
-from lvm.data.shards import write_json_atomic
+from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files, read_file_list, split_path_list
+from lvm.media.skips import BadInputError, SkipCounter
+from lvm.media.clips import clip_indices, clip_span, sample_clip_start
+from lvm.media.video import read_video_frames
+from lvm.core.atomic_files import write_json_atomic
 from lvm.eval.heldout import model_nll
-from lvm.jsonl import iter_json_objects
+from lvm.core.jsonl import iter_json_objects
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.preprocess import ImageReadError, load_image, uint8_to_tensor
+from lvm.media.images import ImageReadError, load_image, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
 log = logging.getLogger(__name__)
@@ -401,19 +403,6 @@ def load_video_clips(sources: Iterable[VideoSource], size: int, n_context_frames
 
 
 # --- results -----------------------------------------------------------------------------------------
-
-def write_csv_atomic(path: str | os.PathLike, rows: Sequence[dict]) -> None:
-    """Rows (dicts; columns in first-seen order) as CSV, through a temporary file and os.replace."""
-    path = Path(path)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def skip_summary(skips: SkipCounter) -> dict:

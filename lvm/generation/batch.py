@@ -1,4 +1,4 @@
-"""Batch generation as the original's evaluation runs it (spec §7): prompts from a jsonl file or a folder
+"""Batch generation as the original's evaluation runs it (the original's evaluation/vqlm_demo/inference.py): prompts from a jsonl file or a folder
 → `n_candidates` images per prompt in an output folder, a PNG grid per prompt, resumable.
 
 Prompt sources:
@@ -31,16 +31,16 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data_pipelines.common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key, read_video_frames,
-                                   resize_video_frame)
-from lvm.data.shards import write_json_atomic
+from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key
+from lvm.media.video import read_video_frames, resize_video_frame
+from lvm.core.atomic_files import write_json_atomic
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import context_frame_indices, continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
-from lvm.jsonl import iter_json_objects
+from lvm.core.jsonl import iter_json_objects
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.grid import save_png, tile_images
-from lvm.tokenizer.preprocess import load_image, tensor_to_uint8, uint8_to_tensor
+from lvm.media.images import load_image, tensor_to_uint8, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
 log = logging.getLogger(__name__)

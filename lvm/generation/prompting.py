@@ -1,4 +1,4 @@
-"""Visual prompting: images in, images out (spec §7).
+"""Visual prompting: images in, images out (the original's evaluation/vqlm_demo/inference.py).
 
 Sequential prompting continues a run of frames; analogy prompting lays out x₁ y₁ … x_k y_k x_q and
 writes y_q. Both go images → VQGAN codes → `GenerationEngine` → codes → images. The context is a

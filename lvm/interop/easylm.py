@@ -1,4 +1,4 @@
-"""The original's JAX/EasyLM LLaMA parameters → ours (and from there a Hugging Face folder), spec §9.
+"""The original's JAX/EasyLM LLaMA parameters → ours (and from there a Hugging Face folder), the original's EasyLM/models/llama/convert_easylm_to_hf.py.
 
 Names: `transformer.wte.embedding` → `embed_tokens.weight`; `transformer.h.<i>.attention.{wq,wk,wv,wo}.kernel`
 → `layers.<i>.self_attn.{q,k,v,o}_proj.weight`; `feed_forward.{w1,w3,w2}.kernel` → `mlp.{gate,up,down}_proj.weight`;
@@ -48,7 +48,7 @@ from torch import nn
 from lvm.interop.hf import check_weights_fit, export_hf
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.model.pretrained import allocate_model
+from lvm.interop.pretrained import allocate_model
 
 _LAYER_NAMES = {  # EasyLM's, inside transformer.h.<i> → ours, inside layers.<i>
     "attention.wq.kernel": "self_attn.q_proj.weight",

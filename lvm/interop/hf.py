@@ -29,6 +29,7 @@ from torch import nn
 
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.core.atomic_files import replace_directory, write_json_atomic
 from lvm.core.weights import load_state_dict_file
 
 HF_CONFIG_FIELDS = {  # ours → LlamaConfig's
@@ -56,10 +57,6 @@ def _read_json(file: Path) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{file}: holds a JSON {type(value).__name__}, not an object")
     return value
-
-
-def _write_json(file: Path, value: dict) -> None:
-    file.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def model_config_from_hf(path: str | Path) -> ModelConfig:
@@ -127,7 +124,7 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict:
         "tie_word_embeddings": False,
         "initializer_range": config.init_std,
         "use_cache": True,
-        # LlamaConfig's defaults, as the original's export leaves them (spec §2). Both are VQ codes, never
+        # LlamaConfig's defaults, as the original's export leaves them (the original's EasyLM/models/llama/llama_model.py). Both are VQ codes, never
         # inserted; generation_config.json has no eos, so `generate` does not stop on code 2.
         "bos_token_id": 1,
         "eos_token_id": 2,
@@ -137,7 +134,7 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict:
 
 
 def hf_generation_config(config: ModelConfig) -> dict:
-    """generation_config.json fields that make `generate` sample as the LVM does (spec §7): plain sampling
+    """generation_config.json fields that make `generate` sample as the LVM does (the original's evaluation/vqlm_demo/inference.py): plain sampling
     (temperature 1, top-p 1, no top-k), every special id ≥ 8192 suppressed, 8192 the pad id. No eos:
     LlamaConfig's eos 2 is a VQ code, and a visual sentence ends after its last image's tokens."""
     fields = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
@@ -317,8 +314,6 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
     `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` when they exceed
     `max_shard_size`). One shard's tensors are cast at a time. The folder appears whole or not at all;
     an existing export there is replaced."""
-    from lvm.checkpoint_io import replace_directory  # here: that module imports Lightning, which reading does not need
-
     folder = Path(folder)
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype: {dtype} is not one of {[str(d) for d in EXPORT_DTYPES]}")
@@ -337,8 +332,8 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
-        _write_json(staging / "config.json", hf_config(model.config, dtype))
-        _write_json(staging / "generation_config.json", hf_generation_config(model.config))
+        write_json_atomic(staging / "config.json", hf_config(model.config, dtype), indent=2)
+        write_json_atomic(staging / "generation_config.json", hf_generation_config(model.config), indent=2)
         weight_map: dict[str, str] = {}
         for names, file in zip(shards, files):
             shard = {name: tensors[name].detach().to(device="cpu", dtype=dtype).contiguous() for name in names}
@@ -346,8 +341,8 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
             del shard
             weight_map.update(dict.fromkeys(names, file))
         if len(files) > 1:
-            _write_json(staging / "model.safetensors.index.json",
-                        {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map})
+            write_json_atomic(staging / "model.safetensors.index.json",
+                              {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}, indent=2)
         replace_directory(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -355,10 +350,3 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
     return folder
 
 
-def export_checkpoint_to_hf(checkpoint: str | Path, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
-                            max_shard_size: int | str = "5GB") -> Path:
-    """`export_hf` of the model stored in one of our `.ckpt` files (or any path `load_model` reads),
-    loaded straight into `dtype`."""
-    from lvm.model.pretrained import load_model  # imported here: lvm.model.pretrained builds on this module
-
-    return export_hf(load_model(checkpoint, dtype=dtype), folder, dtype=dtype, max_shard_size=max_shard_size)

@@ -39,7 +39,7 @@ class ModelConfig:
 
     @property
     def num_parameters(self) -> int:
-        """Closed form of the spec: 2·V·d + L·(4d² + 3d·f + 2d) + d."""
+        """Closed form of the original: 2·V·d + L·(4d² + 3d·f + 2d) + d."""
         d, f, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
         return 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
 
@@ -65,7 +65,7 @@ def _size(name: str, d: int, f: int, layers: int, heads: int) -> ModelConfig:
     return ModelConfig(name=name, hidden_size=d, intermediate_size=f, num_layers=layers, num_heads=heads)
 
 
-# Exact dimensions of EasyLM's llama_model.py `vqlm_*` configs (spec §3).
+# Exact dimensions of EasyLM's llama_model.py `vqlm_*` configs (the original's EasyLM/models/llama/llama_model.py).
 SIZES: dict[str, ModelConfig] = {
     c.name: c
     for c in (

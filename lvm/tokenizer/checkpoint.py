@@ -12,8 +12,9 @@ Loading is strict: every parameter must be present with its exact shape, nothing
 
 from __future__ import annotations
 
+from lvm.core.atomic_files import atomic_write
+
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -123,17 +124,6 @@ def load_vqgan(path: str | Path, map_location: str | torch.device = "cpu") -> VQ
     return model.to(map_location).eval()
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Write via `write(tmp_path)` to `target.tmp`, then rename over `target` (all or nothing)."""
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = True,
                dtype: torch.dtype | None = None) -> Path:
     """Write `model` as an open-muse folder: config.json + model.safetensors (or pytorch_model.bin
@@ -153,10 +143,10 @@ def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = T
 
     weights_name = SAFETENSORS_WEIGHTS_NAME if safe_serialization else BIN_WEIGHTS_NAME
     if safe_serialization:
-        _atomic_write(folder / weights_name, lambda tmp: save_safetensors(state, str(tmp), metadata={"format": "pt"}))
+        atomic_write(folder / weights_name, lambda tmp: save_safetensors(state, str(tmp), metadata={"format": "pt"}))
     else:
-        _atomic_write(folder / weights_name, lambda tmp: torch.save(state, tmp))
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n"))
+        atomic_write(folder / weights_name, lambda tmp: torch.save(state, tmp))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n"))
     for stale in WEIGHTS_NAMES:
         if stale != weights_name and (folder / stale).is_file():
             (folder / stale).unlink()

@@ -64,7 +64,7 @@ def encode_images(
     if height != config.resolution or width != config.resolution:
         raise ValueError(f"encode_images: images are {height}x{width} but the VQGAN expects H == W == "
                          f"config.resolution = {config.resolution}; resize them first "
-                         f"(lvm.tokenizer.preprocess.load_image(path, size={config.resolution}))")
+                         f"(lvm.media.images.load_image(path, size={config.resolution}))")
     if not images.is_floating_point():
         raise ValueError(f"encode_images expects float images in [0, 1], got dtype {images.dtype}")
     if batch_size < 1:

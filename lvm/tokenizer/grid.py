@@ -1,5 +1,5 @@
 """A visual sentence as one picture: its tokens split per image, checked against the VQGAN, decoded,
-laid out in a grid and saved as a PNG (the original's detokenization inspection tool, spec §5).
+laid out in a grid and saved as a PNG (the original's detokenization inspection tool, the original's DATASET.md and tokenize_examples/).
 
     sentence_codes(tokens (n_images·t,) ints, n_images, config, where) → codes (n_images, t) int64
     image_grid(images (N, 3, H, W) float [0, 1], columns)              → (rows·(H+p)+p, cols·(W+p)+p, 3) uint8
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import lvm.tokenizer
-from lvm.tokenizer.preprocess import tensor_to_uint8
+from lvm.media.images import tensor_to_uint8
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 MAX_DEFAULT_COLUMNS = 8
@@ -31,7 +31,7 @@ def sentence_codes(tokens: np.ndarray, n_images: int, config: VQGANConfig, where
 
     Raises ValueError, prefixed by `where` (e.g. "<shard>: sample <key>"), when the sentence's images
     are not the tokenizer's size or when an id is not a codebook entry (ids ≥ num_embeddings are the
-    LM's special tokens, spec §2, never image codes).
+    LM's special tokens, the original's EasyLM/models/llama/llama_model.py, never image codes).
     """
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or n_images < 1 or len(tokens) % n_images:

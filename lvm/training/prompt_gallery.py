@@ -33,7 +33,7 @@ from lvm.eval.prompt_quality import set_psnr, task_of
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
-from lvm.strategies import FSDP2Strategy
+from lvm.training.strategies import FSDP2Strategy
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.checkpoint import read_config
 from lvm.tokenizer.codec import decode_codes

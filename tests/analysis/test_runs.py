@@ -40,7 +40,7 @@ def test_table_has_one_row_per_job_with_the_real_numbers(tiny_sweep):
     assert (table["max_steps"] == MAX_STEPS).all() and (table["steps"] == MAX_STEPS).all() and table["complete"].all()
     assert (table["lr"] == 2e-3).all() and (table["batch_size"] == BATCH_SIZE).all()
     assert (table["tokens"] == TOKENS).all()  # steps × batch_size × seq_len
-    # FLOPs as lvm.lit_module counts them; TensorBoard stores float32, hence the tolerance.
+    # FLOPs as lvm.training.lit_module counts them; TensorBoard stores float32, hence the tolerance.
     assert table["flops"].tolist() == pytest.approx([TOKENS * c.flops_per_token(SEQ_LEN) for c in expected], rel=1e-6)
     for row in table.itertuples():
         job = tiny_sweep / str(row.job)

@@ -17,9 +17,9 @@ from lvm.eval.metrics import check_inception_weights
 from lvm.interop.easylm import read_easylm_state_dict
 from lvm.interop.hf import hf_config
 from lvm.model.config import ModelConfig
-from lvm.model.pretrained import load_model, load_pretrained_into, read_model_config
+from lvm.interop.pretrained import load_model, load_pretrained_into, read_model_config
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.tokenizer.perceptual import read_weights
+from lvm.tokenizer.training.perceptual import read_weights
 from lvm.train import train
 from tests.conftest import DEMO_SHARDS
 from tests.core.test_errors import run_entry_point

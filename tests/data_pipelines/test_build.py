@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from data_pipelines.build import build, curated
-from data_pipelines.common import BadInputError, SkipCounter
+from lvm.media.skips import BadInputError, SkipCounter
 from data_pipelines.curation import Curator
 from data_pipelines.paired import paired_sentences
 from data_pipelines.sequences import sequence_sentences

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from data_pipelines.category import category_sentences
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 
 # Class → the markers of its images: a marker names both the image and its class.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.colorization import colorization_sentences, to_grayscale_rgb
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 
 

@@ -7,22 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines.common import (
-    BadInputError,
-    SkipCounter,
-    SkippedInputWarning,
-    clip_indices,
-    clip_span,
-    draw_groups,
-    expand_inputs,
-    image_loader,
-    list_files,
-    read_image,
-    read_image_or_skip,
-    read_video_frames,
-    sample_clip,
-    sample_clip_start,
-)
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.clips import clip_indices, clip_span, sample_clip_start
+from data_pipelines.common import draw_groups, sample_clip
+from lvm.media.files import expand_inputs, list_files
+from lvm.media.images import image_loader, read_image, read_image_or_skip
+from lvm.media.video import read_video_frames
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 from tests.data_pipelines.inputs import (
     SIZE,

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from data_pipelines.colorization import to_grayscale_rgb
-from data_pipelines.common import BadInputError, SkipCounter, read_image, read_video_frames
+from lvm.media.skips import BadInputError, SkipCounter
+from lvm.media.images import read_image
+from lvm.media.video import read_video_frames
 from data_pipelines.demo_sentences import demo_sentences
 from data_pipelines.synthetic import edge_map_rgb
 from tests.data_pipelines.inputs import SMALL_CORPUS, write_random_bytes

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.inpainting import draw_mask, inpainting_sentences, mask_from_description
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 
@@ -21,7 +21,7 @@ def root(tmp_path, marked_image):
 
 
 def expected_hidden(description):
-    """The mask written out from the spec, independently of `mask_from_description`."""
+    """The mask written out from the original's, independently of `mask_from_description`."""
     hidden = np.zeros((SIZE, SIZE), dtype=bool)
     if description["mode"] == "hole":
         t, l, s = description["top"], description["left"], description["side"]

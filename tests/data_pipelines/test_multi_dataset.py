@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.multi_dataset import match_aligned, multi_dataset_sentences
 from tests.data_pipelines.inputs import SIZE, markers, stems_dir, write_png, write_truncated_png
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.multi_sequence import aligned_folders, multi_sequence_sentences
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 

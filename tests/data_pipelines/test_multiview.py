@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.multiview import multiview_sentences
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.paired import match_pairs, paired_sentences
 from tests.data_pipelines.inputs import SIZE, markers, stems_dir, write_png, write_truncated_png
 

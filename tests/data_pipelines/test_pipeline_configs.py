@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from data_pipelines.common import SkipCounter
+from lvm.media.skips import SkipCounter
 from tests.data_pipelines.inputs import SIZE, write_png
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -102,7 +102,7 @@ def test_config_names_the_builder_with_its_parameters(kind):
     assert required - CALL_ARGUMENTS <= options  # nothing left for the entry point to guess
     missing = {key for key in options if OmegaConf.is_missing(cfg.builder, key)}
     assert missing and missing <= required  # only the paths are ???, and they have no default to fall back on
-    # The yaml's defaults are the function's own where it has one, except where the spec's differ.
+    # The yaml's defaults are the function's own where it has one, except where the original's differ.
     spec_defaults = {("video", "strides"), ("video", "n_frames"), ("paired", "n_epochs"),
                      ("multi_sequence", "n_frames")}
     for key in options - missing:

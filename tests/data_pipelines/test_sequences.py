@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.sequences import image_sentences, sequence_sentences
 from tests.data_pipelines.inputs import SIZE, markers, write_truncated_png
 

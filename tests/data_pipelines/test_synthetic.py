@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from data_pipelines.colorization import to_grayscale_rgb
-from data_pipelines.common import list_files, read_image, read_video_frames
+from lvm.media.files import list_files
+from lvm.media.images import read_image
+from lvm.media.video import read_video_frames
 from data_pipelines.synthetic import (
     CORPUS_FILE,
     VAL_STRIP,

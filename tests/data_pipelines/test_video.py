@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_pipelines.common import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.video import video_sentences
 from tests.data_pipelines.inputs import SIZE, markers, write_marked_video, write_random_bytes
 

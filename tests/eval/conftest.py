@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 from lvm.tokenizer.checkpoint import load_vqgan
 
 VOCAB = 72            # the tiny VQGAN's 64 codes + 8 reserved ids

@@ -8,7 +8,7 @@ import torch
 
 from lvm.eval.heldout import (copy_last_frame_nll, fit_copy_eps, heldout_report, model_nll, unigram_log_probs,
                               unigram_nll)
-from lvm.lit_module import next_token_loss
+from lvm.training.lit_module import next_token_loss
 from lvm.model import LLaMA, ModelConfig
 
 

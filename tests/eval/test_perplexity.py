@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipelines.common import BadInputError, SkippedInputWarning
+from lvm.media.skips import BadInputError, SkippedInputWarning
 from lvm.eval.perplexity import (CodedExample, ExampleScore, evaluate_perplexity, evaluate_video_perplexity,
                                  find_videos, read_clip, score_examples, summarize, target_nll)
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.preprocess import load_image
+from lvm.media.images import load_image
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 from tests.eval.conftest import (MAX_SEQ_LEN, TOKENS_PER_IMAGE, frame_level, hf_target_loss, write_frame_folder,
                                  write_png, write_video)

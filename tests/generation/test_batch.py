@@ -14,9 +14,9 @@ from lvm.generation.batch import VisualPrompt, generate_for_prompts, load_prompt
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import analogy_prompting
 from lvm.generation.sampler import SamplingConfig
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.tokenizer.preprocess import load_image, tensor_to_uint8
+from lvm.media.images import load_image, tensor_to_uint8
 from tests.cli import run_module_cli
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 

@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM
 
 from lvm.convert import convert
 from lvm.model import SIZES
-from lvm.model.pretrained import load_model, read_model_config
+from lvm.interop.pretrained import load_model, read_model_config
 from tests.interop.test_easylm import easylm_params, hf_model, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ CONFIG = ModelConfig(name="tiny", hidden_size=64, intermediate_size=160, num_lay
                      vocab_size=300, max_seq_len=64)
 IDS = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(1))
 
-# spec §9, HF name (without `model.`) → EasyLM name; {i} is the layer
+# the original's EasyLM/models/llama/convert_easylm_to_hf.py, HF name (without `model.`) → EasyLM name; {i} is the layer
 NAMES = {
     "embed_tokens.weight": "transformer.wte.embedding",
     "norm.weight": "transformer.ln_f.kernel",

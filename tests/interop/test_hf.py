@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 import lvm.interop.hf as hf_module
-from lvm.interop.hf import export_checkpoint_to_hf, export_hf, model_config_from_hf, parse_size, plan_shards
+from lvm.interop.pretrained import export_checkpoint_to_hf
+from lvm.interop.hf import export_hf, model_config_from_hf, parse_size, plan_shards
 from lvm.model import LLaMA, ModelConfig
-from lvm.model.pretrained import allocate_model, load_model, load_pretrained_into, save_model_checkpoint
+from lvm.interop.pretrained import allocate_model, load_model, load_pretrained_into, save_model_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 # The LVM vocabulary (8192 codes + 100 specials) so that the generation config has something to suppress.
@@ -220,7 +221,7 @@ def test_transformers_folders_stream_into_our_model(tmp_path, dtype, layout):
 
 STREAM_SCRIPT = """
 import sys
-from lvm.model.pretrained import allocate_model, load_pretrained_into, read_hf_state_dict, read_model_config
+from lvm.interop.pretrained import allocate_model, load_pretrained_into, read_hf_state_dict, read_model_config
 
 def status(field):  # bytes
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))

@@ -1,4 +1,4 @@
-"""The decoder against `transformers.LlamaForCausalLM` and the spec's size table."""
+"""The decoder against `transformers.LlamaForCausalLM` and the original's size table."""
 
 import pytest
 import torch

@@ -7,7 +7,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lvm.model import LLaMA, ModelConfig
-from lvm.model.pretrained import load_pretrained_into, model_config_from_hf
+from lvm.interop.pretrained import load_pretrained_into
+from lvm.interop.hf import model_config_from_hf
 
 CONFIG = ModelConfig(name="tiny", hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4,
                      vocab_size=300, max_seq_len=64, rope_theta=500.0)

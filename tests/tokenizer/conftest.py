@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lvm.tokenizer.perceptual import LPIPS_CHANNELS, vgg16_features
+from lvm.tokenizer.training.perceptual import LPIPS_CHANNELS, vgg16_features
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 

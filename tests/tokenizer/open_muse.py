@@ -1,4 +1,4 @@
-"""Open-muse VQGAN checkpoints built without our module: parameter names and shapes from spec §6's
+"""Open-muse VQGAN checkpoints built without our module: parameter names and shapes from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's
 rules alone, written as an open-muse folder (config.json + weights). Shared by the checkpoint tests
 and the reference-VQGAN tests."""
 
@@ -24,7 +24,7 @@ OPEN_MUSE_CONFIG = {
 
 
 def open_muse_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    """Every parameter name and shape of an open-muse VQGANModel, from spec §6's rules alone."""
+    """Every parameter name and shape of an open-muse VQGANModel, from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's rules alone."""
     shapes: dict[str, tuple[int, ...]] = {}
     hidden, mult = cfg["hidden_channels"], cfg["channel_mult"]
 

@@ -1,4 +1,4 @@
-"""An independent, purely functional forward pass of the open-muse VQGAN, written from spec §6 alone.
+"""An independent, purely functional forward pass of the open-muse VQGAN, written from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel alone.
 
 Nothing here comes from `lvm.tokenizer.vqgan`: every function takes `state`, a plain dict of tensors
 with open-muse's parameter names (`encoder.down.0.block.1.norm1.weight`, ...), and `cfg`, the

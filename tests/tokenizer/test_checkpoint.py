@@ -1,5 +1,5 @@
 """The open-muse folder layout: round trips, a checkpoint built independently of our module from
-the spec's naming rules, strict key/shape checks, safe loading, atomic writes."""
+the original's naming rules, strict key/shape checks, safe loading, atomic writes."""
 
 import json
 import re

@@ -9,7 +9,7 @@ from data_pipelines.synthetic import make_demo_corpus
 from lvm.demo import SHIPPED_TOKENIZER
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.checkpoint import find_weights_file
-from lvm.tokenizer.train import evaluate_tokenizer
+from lvm.tokenizer.training.fit import evaluate_tokenizer
 
 # What the shipped weights measure on their own held-out split: 17.2 dB on video frames, 16.9 dB on photo
 # crops, 96 % of the codes (README, "The demo tokenizer"). The goal for video frames is 26 dB and is

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lvm.tokenizer.lit_module import VQGANLitModule, codebook_statistics, kmeans, reconstruction_grid
+from lvm.tokenizer.training.lit_module import VQGANLitModule, codebook_statistics, kmeans, reconstruction_grid
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -390,7 +390,7 @@ def test_autoencoder_warmup_then_kmeans_codebook_from_pooled_latents(config):
 
 
 def test_learning_rate_follows_warmup_cosine(config):
-    from lvm.optim import warmup_cosine_lr
+    from lvm.training.optim import warmup_cosine_lr
 
     module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, lr_warmup_steps=2, lr_decay_steps=5, end_lr=1e-4)
     rates: list[float] = []

@@ -4,7 +4,7 @@ agrees with torchmetrics' LPIPS built on the same weights, and bad files are nam
 import pytest
 import torch
 
-from lvm.tokenizer.perceptual import bundled_lpips_heads, load_lpips, vgg16_features
+from lvm.tokenizer.training.perceptual import bundled_lpips_heads, load_lpips, vgg16_features
 
 
 def test_vgg16_stack_has_torchvisions_layer_indices():

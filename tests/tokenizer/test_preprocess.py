@@ -1,4 +1,4 @@
-"""File → [0, 1] tensor as the original prepares VQGAN input (spec §5): PIL, RGB, resize without
+"""File → [0, 1] tensor as the original prepares VQGAN input (the original's DATASET.md and tokenize_examples/): PIL, RGB, resize without
 keeping the aspect ratio with PIL's default filter (bicubic), /255; pinned on skimage's astronaut."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lvm.tokenizer import load_image, tensor_to_uint8
-from lvm.tokenizer.preprocess import ImageReadError, array_to_tensor
+from lvm.media.images import ImageReadError, array_to_tensor
 
 PIXELS = [(0, 0), (10, 37), (31, 5), (63, 63), (40, 22)]
 

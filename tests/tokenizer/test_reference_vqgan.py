@@ -1,5 +1,5 @@
 """Our VQGAN against an independently built reference (tests/tokenizer/reference_vqgan.py, written from
-spec §6 with torch.nn.functional only): an open-muse folder whose weights and config are made without
+the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel with torch.nn.functional only): an open-muse folder whose weights and config are made without
 our module is loaded with `load_vqgan`; codes must match the reference exactly, pixels within 1e-5."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CONFIGS = {
     # Attention at 8 px with two resnet blocks: encoder 2 attention blocks, decoder 3, all run.
     "attn-run-mid-attn": open_muse_config(),
     "attn-run-no-mid-attn": open_muse_config(no_attn_mid_block=True, attn_resolutions=[32, 8]),
-    # The LVM tokenizer's structure (spec §6) at hidden 32 and 64 px: f = 16, 4×4 codes, attention
+    # The LVM tokenizer's structure (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel) at hidden 32 and 64 px: f = 16, 4×4 codes, attention
     # at 16 px with 2 encoder / 3 decoder blocks, channel changes 32 → 64 → 128.
     "lvm-structure": open_muse_config(resolution=64, hidden_channels=32, channel_mult=[1, 1, 2, 2, 4],
                                       num_res_blocks=2, attn_resolutions=[16], z_channels=64,

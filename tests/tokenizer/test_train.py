@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lvm.tokenizer.train import fit_tokenizer, reconstruction_psnr
+from lvm.tokenizer.training.fit import fit_tokenizer, reconstruction_psnr
 from lvm.tokenizer.vqgan import VQGANModel
 
 

@@ -1,4 +1,4 @@
-"""The open-muse VQGAN against the spec (§6): shapes, the quantizer against brute force, the
+"""The open-muse VQGAN against open-muse's VQGANModel: shapes, the quantizer against brute force, the
 losses' numbers, the blocks against their formulas, parameter names and count."""
 
 import math
@@ -172,7 +172,7 @@ def test_no_attn_mid_block_removes_the_mid_attention(make_config):
 
 
 def spec_parameter_names(config: VQGANConfig) -> set[str]:
-    """Parameter names from spec §6's naming rules, written out level by level."""
+    """Parameter names from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's naming rules, written out level by level."""
     names = {"encoder.conv_in", "encoder.norm_out", "encoder.conv_out", "quant_conv", "post_quant_conv",
              "decoder.conv_in", "decoder.norm_out", "decoder.conv_out"}
     mult = config.channel_mult

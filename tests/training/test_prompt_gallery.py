@@ -16,7 +16,7 @@ from lvm.data.shards import ShardWriter, VisualSentence, read_sentences
 from lvm.eval.prompt_quality import set_psnr, task_of
 from lvm.generation.prompting import continue_image_codes
 from lvm.generation.sampler import SamplingConfig
-from lvm.model.pretrained import load_model
+from lvm.interop.pretrained import load_model
 from lvm.tokenizer import VQGANModel, load_vqgan, save_vqgan
 from lvm.tokenizer.checkpoint import read_config
 from lvm.tokenizer.codec import decode_codes

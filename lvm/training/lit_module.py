@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.strategies import FSDP2Strategy
+from lvm.training.strategies import FSDP2Strategy
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -62,6 +62,12 @@ def loss_by_source(token_loss: torch.Tensor, sources: Sequence[str]) -> dict[str
     return {name: (per_row[index].mean(), len(index) * token_loss.shape[1]) for name, index in rows.items()}
 
 
+def _compile_kwargs(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if options is None or ("enabled" in options and not options["enabled"]):
+        return None
+    return {key: value for key, value in options.items() if key != "enabled" and value is not None}
+
+
 class LVMLitModule(pl.LightningModule):
     """Trains `LLaMA` on batches {"input_ids": (B, T), "labels": (B, T)} of int64 token ids."""
 
@@ -74,7 +80,9 @@ class LVMLitModule(pl.LightningModule):
         compile_options: Mapping[str, Any] | None = None,
     ) -> None:
         """`compile_options`: None trains eagerly; a mapping (possibly empty) of `torch.compile` keyword
-        arguments compiles each decoder block in place, so parameter names and checkpoints are unchanged."""
+        arguments compiles each decoder block in place, so parameter names and checkpoints are unchanged.
+        The `compile` config group's form is taken too: `enabled: false` trains eagerly, and the
+        `enabled` key and null values are not passed on."""
         super().__init__()
         if isinstance(model_config, Mapping):
             model_config = ModelConfig(**model_config)
@@ -82,7 +90,7 @@ class LVMLitModule(pl.LightningModule):
         self.save_hyperparameters({"model_config": model_config.to_dict()})
         self.model = LLaMA(model_config)
         self.model.activation_checkpointing = activation_checkpointing
-        self.compile_options = None if compile_options is None else dict(compile_options)
+        self.compile_options = _compile_kwargs(compile_options)
         self._compiled = False
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -118,8 +126,9 @@ class LVMLitModule(pl.LightningModule):
         # Averaged over ranks (equal batches), so the logged loss is the global batch's, as the original's.
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         # The rest is only written every log_every_n_steps: skip its cost (an argmax over the
-        # vocabulary for every token) on the other steps.
-        if self.trainer._logger_connector.should_update_logs:
+        # vocabulary for every token) on the other steps. The step test is Lightning's own
+        # (`should_update_logs`), from public fields: global_step counts the optimizer steps taken.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 or self.trainer.should_stop:
             self._log_accuracy_and_budget(logits, batch)
         return loss
 

@@ -7,11 +7,15 @@ No normalisation to [-1, 1]. Tensors are CHW; arrays are HWC uint8.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from lvm.media.skips import BadInputError, SkipCounter, skip_or_raise
 
 
 class ImageReadError(ValueError):
@@ -93,3 +97,54 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
         raise ValueError(f"tensor_to_uint8 expects (3, H, W) or (B, 3, H, W), got shape {tuple(image.shape)}")
     pixels = (image.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     return pixels.movedim(-3, -1).cpu().numpy()
+
+
+def read_image(path: str | os.PathLike, size: int | None) -> np.ndarray:
+    """Read an image as HWC uint8 RGB, resized to ``size``×``size`` without keeping the aspect ratio
+    (PIL's default filter, as the original's preprocessing); ``size=None`` keeps its own size.
+    Raises `BadInputError` naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+    except FileNotFoundError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadInputError(path, "not a readable image") from None
+    except (OSError, EOFError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = "truncated" if "truncated" in str(error) else f"corrupt image ({error})"
+        raise BadInputError(path, reason) from error
+    if size is not None:
+        rgb = rgb.resize((size, size))
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_image_or_skip(
+    path: str | os.PathLike, size: int | None, skips: SkipCounter, strict: bool
+) -> np.ndarray | None:
+    """`read_image`, or None after recording the skip (raises instead when ``strict``)."""
+    try:
+        return read_image(path, size)
+    except BadInputError as error:
+        skip_or_raise(path, error.reason, skips, strict)
+        return None
+
+
+def image_loader(size: int | None, skips: SkipCounter, strict: bool) -> Callable[[str], np.ndarray | None]:
+    """`read_image_or_skip` that remembers failures: across epochs a bad file is recorded once and
+    not decoded again."""
+    bad: set[str] = set()
+
+    def load(path: str) -> np.ndarray | None:
+        if path in bad:
+            return None
+        image = read_image_or_skip(path, size, skips, strict)
+        if image is None:
+            bad.add(path)
+        return image
+
+    return load
+
+
+def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """HWC uint8 images of one size → (N, 3, H, W) float32 in [0, 1] (the tokenizer's input)."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -8,11 +8,11 @@ Generator loss, each term optional through its weight:
 - VQ is the quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
   (`VQGANModel.quantize(z, return_loss=True)`); with EMA codebook updates only the first term
   (the one that moves the encoder) remains.
-- LPIPS (`lvm.tokenizer.perceptual`, VGG16) is read from local files `lpips_vgg_path` (torchvision
+- LPIPS (`lvm.tokenizer.training.perceptual`, VGG16) is read from local files `lpips_vgg_path` (torchvision
   VGG16 weights) and `lpips_heads_path` (lpips' vgg.pth; default: the copy inside torchmetrics).
   Nothing is downloaded: with perceptual_weight > 0 and no VGG path, a warning says the term is
   skipped and training goes on without it. The frozen network is left out of checkpoints.
-- L_G is the patch discriminator's generator loss (`lvm.tokenizer.discriminator`, hinge or
+- L_G is the patch discriminator's generator loss (`lvm.tokenizer.training.discriminator`, hinge or
   vanilla), weighted by taming's adaptive λ = disc_weight·‖∇_W(rec + perceptual)‖ / (‖∇_W L_G‖ + 1e-4)
   at the decoder's last conv W, and 0 before step `disc_start`. With disc_weight > 0 the module
   uses manual optimization with two AdamW optimizers (VQGAN, discriminator; same lr and betas); the
@@ -52,11 +52,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from lvm.optim import warmup_cosine_scheduler
-from lvm.tokenizer.discriminator import (GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss,
-                                         generator_loss)
+from lvm.training.optim import warmup_cosine_scheduler
+from lvm.tokenizer.training.discriminator import GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from lvm.tokenizer.grid import tile_images
-from lvm.tokenizer.perceptual import load_lpips
+from lvm.tokenizer.training.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 CODEBOOK_INITS = ("uniform", "kmeans")
@@ -257,7 +256,7 @@ class VQGANLitModule(pl.LightningModule):
         self._kmeans_pool: list[torch.Tensor] = []  # latents of the batches just before quantisation starts
         self._codebook_initialised = False  # once per run: the micro-batches of one accumulated step share its number
         self._logged_samples: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (spec §6)
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_code_usage = CodeUsage(vqgan_config.num_embeddings)
 

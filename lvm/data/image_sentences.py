@@ -1,22 +1,31 @@
-"""Visual sentences (images) → VQGAN codes → WebDataset shards; the step every builder ends with."""
+"""Visual sentences in pixels (`ImageSentence`, what the `data_pipelines` builders produce) → VQGAN codes
+→ WebDataset shards with a manifest: the step every builder, and the demo, ends with."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-
-import numpy as np
-import torch
-
-from data_pipelines.common import ImageSentence
-from lvm.data.shards import ShardWriter, VisualSentence
+from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from lvm.data.shards import ShardWriter
+from lvm.data.shards import VisualSentence
+from lvm.media.images import images_to_tensor
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.vqgan import VQGANModel
+import numpy as np
+import os
 
+@dataclass
+class ImageSentence:
+    """One visual sentence: images (HWC uint8 RGB, all ``size``×``size``) in the order they are read."""
 
-def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """HWC uint8 images of one size → (N, 3, H, W) float32 in [0, 1] (the tokenizer's input)."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    images: list[np.ndarray]
+    kind: str
+    source: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 def tokenize_sentences(

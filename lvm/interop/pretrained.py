@@ -11,6 +11,8 @@ Our parameter names are Hugging Face's without the `model.` prefix, so no tensor
 
 from __future__ import annotations
 
+from lvm.interop.hf import export_hf
+
 import os
 from pathlib import Path
 
@@ -18,7 +20,6 @@ import torch
 from torch import nn
 
 from lvm.interop.hf import (
-    HF_CONFIG_FIELDS,
     check_weights_fit,
     is_hf_folder,
     load_hf_into,
@@ -29,10 +30,6 @@ from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
 from lvm.core.weights import load_torch_file
 
-__all__ = [  # the Hugging Face names re-exported for the callers that import them from here
-    "HF_CONFIG_FIELDS", "allocate_model", "load_model", "load_pretrained_into", "model_config_from_hf",
-    "read_hf_state_dict", "read_model_config", "read_pretrained_state_dict", "save_model_checkpoint",
-]
 
 
 def _read_lightning_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -101,19 +98,6 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return ModelConfig(**hparams["model_config"])
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def parse_dtype(name: str | None, option: str = "dtype") -> torch.dtype:
-    """A config's dtype name (fp32 / bf16 / fp16, or torch's float32 / bfloat16 / float16; None = fp32)."""
-    if name is None:
-        return torch.float32
-    if str(name) not in DTYPES:
-        raise ValueError(f"{option}: {name!r} is not one of fp32, bf16, fp16 (or float32, bfloat16, float16)")
-    return DTYPES[str(name)]
-
-
 def allocate_model(config: ModelConfig, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> LLaMA:
     """A LLaMA whose parameters are allocated once, directly on `device` in `dtype` (built on the meta
@@ -149,3 +133,10 @@ def save_model_checkpoint(model: LLaMA, path: str | Path) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def export_checkpoint_to_hf(checkpoint: str | Path, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
+                            max_shard_size: int | str = "5GB") -> Path:
+    """`export_hf` of the model stored in one of our `.ckpt` files (or any path `load_model` reads),
+    loaded straight into `dtype`."""
+    return export_hf(load_model(checkpoint, dtype=dtype), folder, dtype=dtype, max_shard_size=max_shard_size)

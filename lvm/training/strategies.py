@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from lvm.checkpoint_io import replace_directory, resolve_directory
+from lvm.core.atomic_files import replace_directory, resolve_directory
 from lvm.model.llama import LLaMA
 
 _DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

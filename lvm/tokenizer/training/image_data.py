@@ -1,7 +1,7 @@
 """Image files for tokenizer training: a folder (searched recursively) or a text file listing images.
 
 `list_image_files(source)` → the paths; `ImageFileDataset` reads each with
-`lvm.tokenizer.preprocess.load_image` (resized to the VQGAN's resolution, [0, 1] CHW) and flips it
+`lvm.media.images.load_image` (resized to the VQGAN's resolution, [0, 1] CHW) and flips it
 left-right at random; `ImageFolderDataModule` splits off a validation set and builds the loaders.
 
 Unreadable files are reported by name, counted and skipped, or with `strict=True` raised as an
@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from data_pipelines.common import (IMAGE_EXTENSIONS, BadInputError, SkipCounter, SkippedInputWarning, list_files,
-                                   read_file_list)
-from lvm.tokenizer.preprocess import ImageReadError, load_image
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, read_file_list
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
+from lvm.media.images import ImageReadError, load_image
 
 log = logging.getLogger(__name__)
 

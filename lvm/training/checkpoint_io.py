@@ -9,7 +9,6 @@ and `os.replace` swaps it in, which POSIX makes atomic on one file system.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any
@@ -46,26 +45,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, f)
 
 
-def replace_directory(source: Path, target: Path) -> None:
-    """Move the finished checkpoint folder `source` onto `target`, replacing any older one.
-
-    Directories cannot be swapped in one rename, so the old one is first renamed aside: at every
-    instant either `target` or `<target>.old` holds a complete checkpoint (`resolve_directory`
-    picks the latter up after a kill between the two renames).
-    """
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(source, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def resolve_directory(target: Path) -> Path:
-    """`target`, or the `<target>.old` that a kill between `replace_directory`'s renames left behind."""
-    old = target.with_name(target.name + ".old")
-    if not target.exists() and old.exists():
-        os.replace(old, target)
-    return target
