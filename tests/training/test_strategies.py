@@ -13,7 +13,7 @@ from lvm.model import LLaMA, ModelConfig
 from lvm.interop.pretrained import read_pretrained_state_dict
 from tests.cli import run_train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Random-token global batches of 4 sentences × 32 tokens (ids < 8192: the full LVM vocabulary), the same for any
 # number of processes.
 COMMON = ["experiment=demo", "model.vocab_size=8292", f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "data=fixed", "logger=csv",
