@@ -49,8 +49,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_pipelines.jsonl import export_jsonl  # noqa: E402
 from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
+
+from data_pipelines.jsonl import export_jsonl  # noqa: E402
 from lvm.data.datamodule import MixtureDataModule  # noqa: E402
 from lvm.data.shards import ShardWriter, VisualSentence  # noqa: E402
 from lvm.model.config import ModelConfig  # noqa: E402
@@ -64,6 +65,7 @@ SOURCE_WEIGHTS = (0.5, 0.3, 0.2, 0.1, 0.1, 0.1)
 
 
 # --- the data --------------------------------------------------------------------------------------------
+
 
 def write_data(root: Path, n_sources: int, sentences_per_source: int, seed: int = 0) -> tuple[dict, Path, int]:
     """Shards per source under `root`/shards/<name> and all of them as one `root`/dataset.jsonl.
@@ -79,8 +81,9 @@ def write_data(root: Path, n_sources: int, sentences_per_source: int, seed: int 
             with ShardWriter(folder, max_samples_per_shard=100, tokens_per_image=TOKENS_PER_IMAGE) as writer:
                 for _ in range(sentences_per_source):
                     tokens = rng.integers(0, 8192, IMAGES_PER_SENTENCE * TOKENS_PER_IMAGE).astype(np.uint16)
-                    writer.write(VisualSentence(tokens=tokens, kind="video", source=[name],
-                                                n_images=IMAGES_PER_SENTENCE))
+                    writer.write(
+                        VisualSentence(tokens=tokens, kind="video", source=[name], n_images=IMAGES_PER_SENTENCE)
+                    )
                     total += len(tokens)
             part = root / f"{name}.jsonl"
             export_jsonl(folder, part, progress=False)
@@ -92,6 +95,7 @@ def write_data(root: Path, n_sources: int, sentences_per_source: int, seed: int 
 
 
 # --- readers ---------------------------------------------------------------------------------------------
+
 
 def easylm_style_batches(path: Path, seq_len: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """One pass of the original's loader loop (EasyLM JsonDataset + TextProcessor, one process)."""
@@ -134,8 +138,10 @@ def numpy_jsonl_batches(path: Path, seq_len: int, batch_size: int) -> Iterator[d
             start = 0
             while len(stream) - start > chunk:
                 window = stream[start : start + chunk + 1]
-                yield {"input_tokens": window[:-1].reshape(batch_size, -1),
-                       "target_tokens": window[1:].reshape(batch_size, -1)}
+                yield {
+                    "input_tokens": window[:-1].reshape(batch_size, -1),
+                    "target_tokens": window[1:].reshape(batch_size, -1),
+                }
                 start += chunk
             pieces, have = [stream[start:]], len(stream) - start
 
@@ -151,8 +157,15 @@ def time_jsonl(reader: Callable[..., Iterator[dict]], path: Path, passes: int) -
 
 def time_datamodule(sources: dict, num_workers: int, warmup: int, batches: int) -> float:
     """Steady-state tokens/s of MixtureDataModule's training loader: `batches` batches after `warmup`."""
-    datamodule = MixtureDataModule(sources, None, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
-                                   tokens_per_image=TOKENS_PER_IMAGE, num_workers=num_workers, shuffle_buffer=1000)
+    datamodule = MixtureDataModule(
+        sources,
+        None,
+        seq_len=SEQ_LEN,
+        batch_size=BATCH_SIZE,
+        tokens_per_image=TOKENS_PER_IMAGE,
+        num_workers=num_workers,
+        shuffle_buffer=1000,
+    )
     datamodule.setup("fit")
     iterator = iter(datamodule.train_dataloader())
     for _ in range(warmup):
@@ -185,6 +198,7 @@ def time_training(seq_len: int, batch_size: int, steps: int) -> float:
 
 # --- the run ---------------------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sources", type=int, default=3)
@@ -202,9 +216,11 @@ def main() -> None:
     try:
         sources, jsonl, total = write_data(root, args.sources, args.sentences_per_source)
         shard_bytes = sum(p.stat().st_size for p in (root / "shards").rglob("*.tar"))
-        print(f"data: {args.sources} sources × {args.sentences_per_source} sentences of {SEQ_LEN} tokens = "
-              f"{total / 1e6:.1f}M tokens; shards {shard_bytes / 1e6:.0f} MB, "
-              f"jsonl {jsonl.stat().st_size / 1e6:.0f} MB")
+        print(
+            f"data: {args.sources} sources × {args.sentences_per_source} sentences of {SEQ_LEN} tokens = "
+            f"{total / 1e6:.1f}M tokens; shards {shard_bytes / 1e6:.0f} MB, "
+            f"jsonl {jsonl.stat().st_size / 1e6:.0f} MB"
+        )
         # Rows interleaved within each round, medians over rounds: background load hits every row alike.
         rounds: dict[str, list[float]] = {"w0": [], "w2": [], "easylm": [], "numpy": []}
         for _ in range(args.repeats):
@@ -223,25 +239,31 @@ def main() -> None:
 
     best = max(ours.values())
     data_config = f"{args.sources} sources, seq_len {SEQ_LEN}, {TOKENS_PER_IMAGE} tokens/image, batch {BATCH_SIZE}"
-    train_config = (f"batch {args.train_batch_size} × {args.train_seq_len} tokens, fp32, "
-                    f"{torch.get_num_threads()} threads (≈{train_tps_4096:,.0f} tokens/s at 4096, FLOP-scaled)")
+    train_config = (
+        f"batch {args.train_batch_size} × {args.train_seq_len} tokens, fp32, "
+        f"{torch.get_num_threads()} threads (≈{train_tps_4096:,.0f} tokens/s at 4096, FLOP-scaled)"
+    )
     rows = [
         ("MixtureDataModule (our shards), num_workers=0", data_config, ours[0], ours[0] / easylm),
         ("MixtureDataModule (our shards), num_workers=2", data_config, ours[2], ours[2] / easylm),
         ("jsonl, EasyLM-style reader (json + base64 + int32 → list buffer)", "1 process, same tokens", easylm, 1.0),
-        ("jsonl, numpy reader (json + base64 + frombuffer → concatenate)", "1 process, same tokens", plain,
-         plain / easylm),
+        (
+            "jsonl, numpy reader (json + base64 + frombuffer → concatenate)",
+            "1 process, same tokens",
+            plain,
+            plain / easylm,
+        ),
         ("training step: vqlm_100m forward + backward + AdamW", train_config, train_tps, None),
     ]
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{datetime.date.today().isoformat()}\n")
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {datetime.date.today().isoformat()}\n")
     print("| what | configuration | tokens/s | vs EasyLM-style jsonl |")
     print("|---|---|---:|---:|")
     for what, how, tps, ratio in rows:
         print(f"| {what} | {how} | {tps:,.0f} | {'–' if ratio is None else f'{ratio:.2f}x'} |")
     print(f"\nours vs the numpy jsonl reader: {best / plain:.2f}x")
-    print(f"vs training: {best / train_tps:,.0f}x what a vqlm_100m training step consumes "
-          f"(target {TRAINING_TARGET:.0f}x)")
+    print(
+        f"vs training: {best / train_tps:,.0f}x what a vqlm_100m training step consumes (target {TRAINING_TARGET:.0f}x)"
+    )
     print(f"bench_data: {best / easylm:.1f}x vs jsonl reader (target {READER_TARGET:.0f}x)")
 
 

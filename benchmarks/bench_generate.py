@@ -37,9 +37,9 @@ from benchmarks.machine import cpu_name
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
 from lvm.interop.hf import export_hf
+from lvm.interop.pretrained import load_model
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.interop.pretrained import load_model
 
 TOKENS_PER_IMAGE = 256
 GREEDY = SamplingConfig(temperature=0)
@@ -47,10 +47,18 @@ GREEDY = SamplingConfig(temperature=0)
 
 def hf_generate(model: LlamaForCausalLM, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
     vocab = model.config.vocab_size
-    out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, suppress_tokens=list(range(NUM_VQ_CODES, vocab)),
-                         pad_token_id=NUM_VQ_CODES, eos_token_id=None, bos_token_id=None)
-    return out[:, prompts.shape[1]:]
+    out = model.generate(
+        prompts,
+        attention_mask=torch.ones_like(prompts),
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        suppress_tokens=list(range(NUM_VQ_CODES, vocab)),
+        pad_token_id=NUM_VQ_CODES,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
+    return out[:, prompts.shape[1] :]
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:
@@ -72,24 +80,33 @@ def bench_size(name: str, batch_sizes: list[int], context_images: int, rounds: i
     for batch in batch_sizes:
         prompts = torch.randint(0, NUM_VQ_CODES, (batch, context_images * TOKENS_PER_IMAGE), generator=g)
         calls = {
-            "ours": lambda n: ours.generate(prompts, n, GREEDY),
-            "ours, compiled step": lambda n: compiled.generate(prompts, n, GREEDY),
-            "transformers": lambda n: hf_generate(theirs, prompts, n),
+            "ours": lambda n, prompts=prompts: ours.generate(prompts, n, GREEDY),
+            "ours, compiled step": lambda n, prompts=prompts: compiled.generate(prompts, n, GREEDY),
+            "transformers": lambda n, prompts=prompts: hf_generate(theirs, prompts, n),
         }
         with torch.inference_mode():
             reference = calls["transformers"](TOKENS_PER_IMAGE)  # also the warm-up (and compilation) of each side
             same = {side: torch.equal(call(TOKENS_PER_IMAGE), reference) for side, call in calls.items()}
             times: dict[str, dict[str, list[float]]] = {k: {"image": [], "prefill": []} for k in calls}
             for r in range(rounds):
-                for side in list(calls)[r % len(calls):] + list(calls)[:r % len(calls)]:  # rotating order
-                    times[side]["prefill"].append(timed(lambda: calls[side](1))[0])
-                    times[side]["image"].append(timed(lambda: calls[side](TOKENS_PER_IMAGE))[0])
+                for side in list(calls)[r % len(calls) :] + list(calls)[: r % len(calls)]:  # rotating order
+                    call = calls[side]
+                    times[side]["prefill"].append(timed(lambda call=call: call(1))[0])
+                    times[side]["image"].append(timed(lambda call=call: call(TOKENS_PER_IMAGE))[0])
         for side in calls:
             image = statistics.median(times[side]["image"])
             prefill = statistics.median(times[side]["prefill"])
-            rows.append({"size": name, "params": config.num_parameters, "batch": batch, "side": side,
-                         "first_image_s": image, "decode_tok_s": batch * (TOKENS_PER_IMAGE - 1) / (image - prefill),
-                         "same_tokens": same[side]})
+            rows.append(
+                {
+                    "size": name,
+                    "params": config.num_parameters,
+                    "batch": batch,
+                    "side": side,
+                    "first_image_s": image,
+                    "decode_tok_s": batch * (TOKENS_PER_IMAGE - 1) / (image - prefill),
+                    "same_tokens": same[side],
+                }
+            )
         print(f"  {name} batch {batch}: done", flush=True)
     return rows
 
@@ -104,22 +121,30 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
-    rows = [row for name in args.sizes for row in bench_size(name, args.batch_sizes, args.context_images,
-                                                             args.rounds, args.seed)]
-    print(f"\nGeneration, {args.context_images} prompt images ({args.context_images * TOKENS_PER_IMAGE} tokens) → "
-          f"1 image ({TOKENS_PER_IMAGE} tokens), greedy, fp32; {cpu_name()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {datetime.date.today()}\n")
+    rows = [
+        row
+        for name in args.sizes
+        for row in bench_size(name, args.batch_sizes, args.context_images, args.rounds, args.seed)
+    ]
+    print(
+        f"\nGeneration, {args.context_images} prompt images ({args.context_images * TOKENS_PER_IMAGE} tokens) → "
+        f"1 image ({TOKENS_PER_IMAGE} tokens), greedy, fp32; {cpu_name()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {datetime.date.today()}\n"
+    )
     print("| model | batch | engine | time to first image (s) | decode tokens/s | speed-up | same tokens |")
     print("|---|---:|---|---:|---:|---:|---|")
     ratios = {}
     for row in rows:
-        ref = next(r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"]
-                   and r["side"] == "transformers")
+        ref = next(
+            r for r in rows if r["size"] == row["size"] and r["batch"] == row["batch"] and r["side"] == "transformers"
+        )
         ratio = row["decode_tok_s"] / ref["decode_tok_s"]
         ratios[(row["size"], row["batch"], row["side"])] = ratio
-        print(f"| {row['size']} ({row['params'] / 1e6:.1f} M) | {row['batch']} | {row['side']} | "
-              f"{row['first_image_s']:.2f} | {row['decode_tok_s']:.0f} | {ratio:.2f}x | "
-              f"{'yes' if row['same_tokens'] else 'NO'} |")
+        print(
+            f"| {row['size']} ({row['params'] / 1e6:.1f} M) | {row['batch']} | {row['side']} | "
+            f"{row['first_image_s']:.2f} | {row['decode_tok_s']:.0f} | {ratio:.2f}x | "
+            f"{'yes' if row['same_tokens'] else 'NO'} |"
+        )
     largest = max(args.sizes, key=lambda n: ModelConfig.from_name(n).num_parameters)
     batch = min(args.batch_sizes)
     best = max(("ours", "ours, compiled step"), key=lambda side: ratios[(largest, batch, side)])

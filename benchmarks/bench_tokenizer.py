@@ -57,10 +57,13 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
     paths = []
     for i in range(n):
         photo = photos[i % len(photos)]
-        h, w = int(rng.integers(240, min(480, photo.shape[0]) + 1)), int(rng.integers(240, min(480, photo.shape[1]) + 1))
+        h, w = (
+            int(rng.integers(240, min(480, photo.shape[0]) + 1)),
+            int(rng.integers(240, min(480, photo.shape[1]) + 1)),
+        )
         top, left = int(rng.integers(0, photo.shape[0] - h + 1)), int(rng.integers(0, photo.shape[1] - w + 1))
         path = folder / f"img_{i:04d}.jpg"
-        Image.fromarray(photo[top:top + h, left:left + w]).convert("RGB").save(path, quality=90)
+        Image.fromarray(photo[top : top + h, left : left + w]).convert("RGB").save(path, quality=90)
         paths.append(path)
     return paths
 
@@ -80,15 +83,20 @@ def make_tokenizer(folder: Path, images: torch.Tensor, seed: int = 0) -> Path:
 def plain_encode(model: VQGANModel, images: torch.Tensor, batch_size: int, grad: bool = False) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.set_grad_enabled(grad):
-        return torch.cat([model.get_code(images[i:i + batch_size].to(device)).cpu()
-                          for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [model.get_code(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+        )
 
 
 def plain_decode(model: VQGANModel, codes: torch.Tensor, batch_size: int) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model.decode_code(codes[i:i + batch_size].to(device)).clamp(0, 1).cpu()
-                          for i in range(0, len(codes), batch_size)])
+        return torch.cat(
+            [
+                model.decode_code(codes[i : i + batch_size].to(device)).clamp(0, 1).cpu()
+                for i in range(0, len(codes), batch_size)
+            ]
+        )
 
 
 def timed(fn) -> tuple[float, object]:
@@ -122,36 +130,53 @@ def main() -> None:
 
         plain = load_vqgan(tokenizer_dir, map_location=device).eval()
         ours = to_channels_last(load_vqgan(tokenizer_dir, map_location=device).eval())
-        codes = plain_encode(plain, images[:1], 1)  # warm-up of both paths (oneDNN primitive caches)
+        plain_encode(plain, images[:1], 1)  # warm-up of both paths (oneDNN primitive caches)
         encode_images(ours, images[:1], 1, channels_last=True, autocast_dtype=autocast)
 
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+
             def e2e_cfg(i: int):
-                return compose("tokenize", overrides=[
-                    f"inputs=[{work / 'jpegs'}]", f"output_dir={work / f'shards_{i}'}",
-                    f"tokenizer_path={tokenizer_dir}", f"batch_size={args.batch_size}",
-                    f"num_workers={args.num_workers}", "progress=false", f"device={device}"])
+                return compose(
+                    "tokenize",
+                    overrides=[
+                        f"inputs=[{work / 'jpegs'}]",
+                        f"output_dir={work / f'shards_{i}'}",
+                        f"tokenizer_path={tokenizer_dir}",
+                        f"batch_size={args.batch_size}",
+                        f"num_workers={args.num_workers}",
+                        "progress=false",
+                        f"device={device}",
+                    ],
+                )
+
             cfgs = [e2e_cfg(i) for i in range(args.repeats)]
 
         times: dict[str, list[float]] = {
-            k: [] for k in ("plain_enc", "no_grad_enc", "our_enc", "plain_dec", "our_dec", "e2e")}
+            k: [] for k in ("plain_enc", "no_grad_enc", "our_enc", "plain_dec", "our_dec", "e2e")
+        }
         for r in range(args.repeats):
             t, plain_codes = timed(lambda: plain_encode(plain, images, args.batch_size, grad=True))
             times["plain_enc"].append(t)
             t, _ = timed(lambda: plain_encode(plain, images, args.batch_size))
             times["no_grad_enc"].append(t)
-            t, our_codes = timed(lambda: encode_images(ours, images, args.batch_size, channels_last=True,
-                                                       autocast_dtype=autocast))
+            t, our_codes = timed(
+                lambda: encode_images(ours, images, args.batch_size, channels_last=True, autocast_dtype=autocast)
+            )
             times["our_enc"].append(t)
-            decode_codes_in = plain_codes[:args.decode_images]
-            t, plain_pixels = timed(lambda: plain_decode(plain, decode_codes_in, args.batch_size))
+            decode_codes_in = plain_codes[: args.decode_images]
+            t, plain_pixels = timed(lambda codes=decode_codes_in: plain_decode(plain, codes, args.batch_size))
             times["plain_dec"].append(t)
-            t, our_pixels = timed(lambda: decode_codes(ours, decode_codes_in, args.batch_size, autocast_dtype=autocast))
+            t, our_pixels = timed(
+                lambda codes=decode_codes_in: decode_codes(ours, codes, args.batch_size, autocast_dtype=autocast)
+            )
             times["our_dec"].append(t)
             totals = tokenize(cfgs[r], console=Console(quiet=True))
             times["e2e"].append(totals["seconds"] * len(images) / totals["images"])
-            print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()),
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()),
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -162,21 +187,30 @@ def main() -> None:
     encode_ratio = rate["our_enc"] / rate["plain_enc"]
     e2e_fraction = rate["e2e"] / rate["our_enc"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nLVM VQGAN (256 px, f16, 8192 codes, 74.0 M parameters), {len(images)} images encoded, "
-          f"{args.decode_images} decoded, batch {args.batch_size}, {name}, torch {torch.__version__}, "
-          f"median of {args.repeats}\n")
+    print(
+        f"\nLVM VQGAN (256 px, f16, 8192 codes, 74.0 M parameters), {len(images)} images encoded, "
+        f"{args.decode_images} decoded, batch {args.batch_size}, {name}, torch {torch.__version__}, "
+        f"median of {args.repeats}\n"
+    )
     print("| path | images/s | vs plain fp32 |")
     print("|---|---:|---:|")
     print(f"| plain encode (fp32, NCHW, autograd on) | {rate['plain_enc']:.2f} | 1.00x |")
-    print(f"| plain encode under no_grad | {rate['no_grad_enc']:.2f} | {rate['no_grad_enc'] / rate['plain_enc']:.2f}x |")
-    print(f"| our encode (inference_mode, channels-last{', bf16' if autocast else ''}) | {rate['our_enc']:.2f} "
-          f"| {encode_ratio:.2f}x |")
+    print(
+        f"| plain encode under no_grad | {rate['no_grad_enc']:.2f} | {rate['no_grad_enc'] / rate['plain_enc']:.2f}x |"
+    )
+    print(
+        f"| our encode (inference_mode, channels-last{', bf16' if autocast else ''}) | {rate['our_enc']:.2f} "
+        f"| {encode_ratio:.2f}x |"
+    )
     print(f"| plain decode (no_grad) | {rate['plain_dec']:.2f} | 1.00x |")
     print(f"| our decode | {rate['our_dec']:.2f} | {rate['our_dec'] / rate['plain_dec']:.2f}x |")
-    print(f"| `lvm.tokenize` JPEG → shards ({args.num_workers} workers) | {rate['e2e']:.2f} "
-          f"| {rate['e2e'] / rate['plain_enc']:.2f}x ({100 * e2e_fraction:.0f} % of our encode) |")
-    print(f"\ncodes equal to the plain encoder's: {100 * same_codes:.2f} %; decoded pixels max |diff| "
-          f"{pixel_error:.2e}")
+    print(
+        f"| `lvm.tokenize` JPEG → shards ({args.num_workers} workers) | {rate['e2e']:.2f} "
+        f"| {rate['e2e'] / rate['plain_enc']:.2f}x ({100 * e2e_fraction:.0f} % of our encode) |"
+    )
+    print(
+        f"\ncodes equal to the plain encoder's: {100 * same_codes:.2f} %; decoded pixels max |diff| {pixel_error:.2e}"
+    )
     print(f"our encode vs the plain no_grad script: {rate['our_enc'] / rate['no_grad_enc']:.2f}x")
     print(f"end to end: {100 * e2e_fraction:.0f} % of pure encode (target {100 * END_TO_END_TARGET:.0f} %)")
     print(f"bench_tokenizer: {encode_ratio:.2f}x vs plain fp32 encode (target {ENCODE_TARGET}x)")

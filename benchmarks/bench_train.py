@@ -69,11 +69,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
-from lvm.training.lit_module import LVMLitModule, batch_size_of, tokens_of  # noqa: E402
+
+from lvm.interop.hf import model_config_from_hf, read_hf_state_dict  # noqa: E402
+from lvm.interop.pretrained import load_pretrained_into
 from lvm.model.config import NUM_VQ_CODES, ModelConfig  # noqa: E402
 from lvm.model.llama import LLaMA  # noqa: E402
-from lvm.interop.pretrained import load_pretrained_into
-from lvm.interop.hf import model_config_from_hf, read_hf_state_dict  # noqa: E402
+from lvm.training.lit_module import LVMLitModule, batch_size_of, tokens_of  # noqa: E402
 from lvm.training.optim import build_adamw, warmup_cosine_scheduler  # noqa: E402
 from lvm.training.throughput import LVMThroughputMonitor, measure_matmul_flops  # noqa: E402
 
@@ -100,6 +101,7 @@ class Run:
 
 # --- data, weights, models ------------------------------------------------------------------------------
 
+
 class TokenWindows(Dataset):
     """Fixed windows of T + 1 random VQ codes → {"input_ids": first T, "labels": last T}."""
 
@@ -117,11 +119,18 @@ class TokenWindows(Dataset):
 
 def hf_config(config: ModelConfig) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_seq_len,
-        rms_norm_eps=config.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-        tie_word_embeddings=False, initializer_range=config.init_std, attn_implementation="sdpa",
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_seq_len,
+        rms_norm_eps=config.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        tie_word_embeddings=False,
+        initializer_range=config.init_std,
+        attn_implementation="sdpa",
     )
 
 
@@ -167,14 +176,22 @@ def matmul_flops_per_token(config: ModelConfig, seq_len: int) -> int:
 
 
 def schedule(args: argparse.Namespace) -> Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]:
-    return functools.partial(warmup_cosine_scheduler, warmup_steps=args.warmup,
-                             decay_steps=args.warmup + args.steps, end_lr=args.lr / 10)
+    return functools.partial(
+        warmup_cosine_scheduler, warmup_steps=args.warmup, decay_steps=args.warmup + args.steps, end_lr=args.lr / 10
+    )
 
 
 # --- the contenders ------------------------------------------------------------------------------------------
 
-def plain_loop(model: torch.nn.Module, logits_of: Callable, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader, warmup: int) -> Run:
+
+def plain_loop(
+    model: torch.nn.Module,
+    logits_of: Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: DataLoader,
+    warmup: int,
+) -> Run:
     run, last = Run(), len(loader) - 1
     mark = None
     for i, batch in enumerate(loader):
@@ -199,8 +216,14 @@ def plain_loop(model: torch.nn.Module, logits_of: Callable, optimizer: torch.opt
 def run_hf(folder: str, loader: DataLoader, args: argparse.Namespace) -> Run:
     model = make_hf(folder)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    return plain_loop(model, lambda m, ids: m(input_ids=ids, use_cache=False).logits, optimizer,
-                      schedule(args)(optimizer), loader, args.warmup)
+    return plain_loop(
+        model,
+        lambda m, ids: m(input_ids=ids, use_cache=False).logits,
+        optimizer,
+        schedule(args)(optimizer),
+        loader,
+        args.warmup,
+    )
 
 
 def run_plain(config: ModelConfig, folder: str, loader: DataLoader, args: argparse.Namespace) -> Run:
@@ -230,17 +253,23 @@ class StepTimer(pl.Callback):
             self.mark = now
 
 
-def run_ours(config: ModelConfig, folder: str, loader: DataLoader, args: argparse.Namespace,
-             peak_flops: float) -> Run:
+def run_ours(config: ModelConfig, folder: str, loader: DataLoader, args: argparse.Namespace, peak_flops: float) -> Run:
     module = LVMLitModule(config, optimizer=functools.partial(build_adamw, lr=args.lr), scheduler=schedule(args))
     load_pretrained_into(module.model, folder)
     total, run = args.warmup + args.steps, Run()
-    monitor = LVMThroughputMonitor(batch_size_of, tokens_of, peak_flops_per_device=peak_flops,
-                                   window_size=args.steps)
+    monitor = LVMThroughputMonitor(batch_size_of, tokens_of, peak_flops_per_device=peak_flops, window_size=args.steps)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=total, gradient_clip_val=1.0,
-        log_every_n_steps=10, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=total,
+        gradient_clip_val=1.0,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[monitor, StepTimer(args.warmup, total - 1, run)],
     )
     trainer.fit(module, train_dataloaders=loader)
@@ -249,12 +278,14 @@ def run_ours(config: ModelConfig, folder: str, loader: DataLoader, args: argpars
     throughput = getattr(monitor, "_throughputs", {}).get(RunningStage.TRAINING)
     if throughput is not None:  # no logger receives them here, so read the monitor's window directly
         metrics = throughput.compute()
-        run.monitor = {k: float(metrics[k]) for k in ("device/items_per_sec", "device/flops_per_sec", "device/mfu")
-                       if k in metrics}
+        run.monitor = {
+            k: float(metrics[k]) for k in ("device/items_per_sec", "device/flops_per_sec", "device/mfu") if k in metrics
+        }
     return run
 
 
 # --- the run -----------------------------------------------------------------------------------------------
+
 
 def quiet_libraries() -> None:
     """No banners, progress bars or advice about workers and validation: the output is the table."""
@@ -278,8 +309,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per contender and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="interleaved rounds (more, shorter rounds interleave more finely)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds (more, shorter rounds interleave more finely)"
+    )
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -289,21 +321,35 @@ def main() -> None:
         parser.error("need --steps >= 2, --warmup >= 1 and --rounds >= 1")
     quiet_libraries()
 
-    config = ModelConfig(name="bench", hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
-                         num_layers=args.layers, num_heads=args.heads, max_seq_len=max(4096, args.seq_len))
+    config = ModelConfig(
+        name="bench",
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        max_seq_len=max(4096, args.seq_len),
+    )
     total_steps = args.warmup + args.steps
-    loader = DataLoader(TokenWindows(total_steps * args.batch_size, args.seq_len, args.seed + 1),
-                        batch_size=args.batch_size, shuffle=False, num_workers=0, drop_last=True)
+    loader = DataLoader(
+        TokenWindows(total_steps * args.batch_size, args.seq_len, args.seed + 1),
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=0,
+        drop_last=True,
+    )
     threads = torch.get_num_threads()
     # A peak is a maximum: other processes can only lower a measurement, so keep the best of several,
     # at the start and after every round; the monitor gets the best known when its round starts.
     peaks = [measure_matmul_flops("cpu", torch.float32) for _ in range(3)]
     flops_per_token = config.flops_per_token(args.seq_len)
-    print(f"model: hidden {config.hidden_size}, intermediate {config.intermediate_size}, {config.num_layers} layers × "
-          f"{config.num_heads} heads, vocab {config.vocab_size}: {config.num_parameters / 1e6:.2f} M parameters, "
-          f"{flops_per_token / 1e6:.1f} MFLOP/token at T={args.seq_len}; batch {args.batch_size} × {args.seq_len} "
-          f"tokens, fp32; {args.warmup} warm-up + {args.steps} timed steps × {args.rounds} rounds; "
-          f"fp32 matmul peak so far {max(peaks) / 1e9:.1f} GFLOP/s", flush=True)
+    print(
+        f"model: hidden {config.hidden_size}, intermediate {config.intermediate_size}, {config.num_layers} layers × "
+        f"{config.num_heads} heads, vocab {config.vocab_size}: {config.num_parameters / 1e6:.2f} M parameters, "
+        f"{flops_per_token / 1e6:.1f} MFLOP/token at T={args.seq_len}; batch {args.batch_size} × {args.seq_len} "
+        f"tokens, fp32; {args.warmup} warm-up + {args.steps} timed steps × {args.rounds} rounds; "
+        f"fp32 matmul peak so far {max(peaks) / 1e9:.1f} GFLOP/s",
+        flush=True,
+    )
 
     runners: dict[str, Callable[[str], Run]] = {
         "ours": lambda folder: run_ours(config, folder, loader, args, max(peaks)),
@@ -314,65 +360,96 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as folder:
         write_initial_weights(config, args.seed, folder)  # every contender of every round starts from these
         for r in range(args.rounds):
-            for name in CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[:r % len(CONTENDERS)]:
+            for name in CONTENDERS[r % len(CONTENDERS) :] + CONTENDERS[: r % len(CONTENDERS)]:
                 gc.collect()
                 runs[name].append(runners[name](folder))
             peaks.append(measure_matmul_flops("cpu", torch.float32))
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{name} {1000 * statistics.median(runs[name][-1].step_seconds):.0f} ms/step" for name in CONTENDERS),
-                file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: "
+                + ", ".join(
+                    f"{name} {1000 * statistics.median(runs[name][-1].step_seconds):.0f} ms/step" for name in CONTENDERS
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
 
     peak_flops = max(peaks)
     tokens_per_step = args.batch_size * args.seq_len
     step_s = {name: statistics.median(s for run in rs for s in run.step_seconds) for name, rs in runs.items()}
     tps = {name: tokens_per_step / s for name, s in step_s.items()}
-    round_tps = {name: statistics.median(tokens_per_step * args.steps / sum(run.step_seconds) for run in rs)
-                 for name, rs in runs.items()}
+    round_tps = {
+        name: statistics.median(tokens_per_step * args.steps / sum(run.step_seconds) for run in rs)
+        for name, rs in runs.items()
+    }
 
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {threads} threads; torch {torch.__version__}, "
-          f"pytorch-lightning {pl.__version__}, transformers {transformers.__version__}; "
-          f"{datetime.date.today().isoformat()}; fp32 matmul peak {peak_flops / 1e9:.1f} GFLOP/s (best of "
-          f"{len(peaks)} measurements by lvm.training.throughput.measure_matmul_flops over the run)\n")
+    print(
+        f"\n{cpu_name()}, {os.cpu_count()} cores, torch {threads} threads; torch {torch.__version__}, "
+        f"pytorch-lightning {pl.__version__}, transformers {transformers.__version__}; "
+        f"{datetime.date.today().isoformat()}; fp32 matmul peak {peak_flops / 1e9:.1f} GFLOP/s (best of "
+        f"{len(peaks)} measurements by lvm.training.throughput.measure_matmul_flops over the run)\n"
+    )
     print("| contender | tokens/s (median) | ms/step | relative to ours | MFU (vs measured matmul peak) |")
     print("|---|---:|---:|---:|---:|")
     for name in CONTENDERS:
         mfu = tps[name] * flops_per_token / peak_flops
-        print(f"| {LABELS[name]} | {tps[name]:,.0f} | {1000 * step_s[name]:.0f} | {tps[name] / tps['ours']:.2f}x "
-              f"| {100 * mfu:.1f} % |")
-    print(f"\ntokens/s = batch × seq_len / the median of {args.rounds * args.steps} timed steps per contender. "
-          "Whole rounds (the Trainer: first timed on_train_batch_start → last on_train_batch_end), median over "
-          "rounds: " + ", ".join(f"{name} {round_tps[name]:,.0f}" for name in CONTENDERS)
-          + f" tokens/s (ours {round_tps['ours'] / round_tps['transformers']:.2f}x transformers, "
-          f"{round_tps['ours'] / round_tps['plain']:.2f}x plain)")
+        print(
+            f"| {LABELS[name]} | {tps[name]:,.0f} | {1000 * step_s[name]:.0f} | {tps[name] / tps['ours']:.2f}x "
+            f"| {100 * mfu:.1f} % |"
+        )
+    print(
+        f"\ntokens/s = batch × seq_len / the median of {args.rounds * args.steps} timed steps per contender. "
+        "Whole rounds (the Trainer: first timed on_train_batch_start → last on_train_batch_end), median over "
+        "rounds: "
+        + ", ".join(f"{name} {round_tps[name]:,.0f}" for name in CONTENDERS)
+        + f" tokens/s (ours {round_tps['ours'] / round_tps['transformers']:.2f}x transformers, "
+        f"{round_tps['ours'] / round_tps['plain']:.2f}x plain)"
+    )
     monitored = [run.monitor for run in runs["ours"] if "device/items_per_sec" in run.monitor]
     if monitored:
         items = statistics.median(m["device/items_per_sec"] for m in monitored)
         flops = [m["device/flops_per_sec"] for m in monitored if "device/flops_per_sec" in m]
-        mfu_text = (f", train/device/flops_per_sec {statistics.median(flops) / 1e9:.1f} GFLOP/s = MFU "
-                    f"{100 * statistics.median(flops) / peak_flops:.1f} % of the peak above" if flops else "")
-        print(f"LVMThroughputMonitor's own figures for ours (median over rounds; its window: the last "
-              f"{args.steps - 1} step intervals): train/device/items_per_sec {items:,.0f}{mfu_text}")
-    print("MFU counts 6·N + 12·L·d·T FLOPs per token (lvm's convention): N includes the embedding table, a "
-          "gather rather than a matmul, and attention is counted without the causal half, so it overstates "
-          f"the matmul work by {100 * (flops_per_token / matmul_flops_per_token(config, args.seq_len) - 1):.0f} % "
-          "at this size.")
+        mfu_text = (
+            f", train/device/flops_per_sec {statistics.median(flops) / 1e9:.1f} GFLOP/s = MFU "
+            f"{100 * statistics.median(flops) / peak_flops:.1f} % of the peak above"
+            if flops
+            else ""
+        )
+        print(
+            f"LVMThroughputMonitor's own figures for ours (median over rounds; its window: the last "
+            f"{args.steps - 1} step intervals): train/device/items_per_sec {items:,.0f}{mfu_text}"
+        )
+    print(
+        "MFU counts 6·N + 12·L·d·T FLOPs per token (lvm's convention): N includes the embedding table, a "
+        "gather rather than a matmul, and attention is counted without the causal half, so it overstates "
+        f"the matmul work by {100 * (flops_per_token / matmul_flops_per_token(config, args.seq_len) - 1):.0f} % "
+        "at this size."
+    )
 
     first = {name: rs[0].losses[0] for name, rs in runs.items()}
     last = {name: rs[0].losses[total_steps - 1] for name, rs in runs.items()}
     hf_diff = abs(first["transformers"] - first["ours"])
-    print("\nstep-0 loss (same initial weights, same batch): "
-          + ", ".join(f"{name} {first[name]:.7f}" for name in CONTENDERS))
-    print(f"  ours vs plain: {'identical' if first['ours'] == first['plain'] else 'DIFFERENT'} (|diff| "
-          f"{abs(first['ours'] - first['plain']):.2e}; required: exact); ours vs transformers: |diff| {hf_diff:.2e} "
-          f"({'OK' if hf_diff <= HF_LOSS_TOLERANCE else 'TOO LARGE'}; tolerance {HF_LOSS_TOLERANCE:g})")
-    print(f"step-{total_steps - 1} loss (after {total_steps - 1} updates): "
-          + ", ".join(f"{name} {last[name]:.7f}" for name in CONTENDERS))
+    print(
+        "\nstep-0 loss (same initial weights, same batch): "
+        + ", ".join(f"{name} {first[name]:.7f}" for name in CONTENDERS)
+    )
+    print(
+        f"  ours vs plain: {'identical' if first['ours'] == first['plain'] else 'DIFFERENT'} (|diff| "
+        f"{abs(first['ours'] - first['plain']):.2e}; required: exact); ours vs transformers: |diff| {hf_diff:.2e} "
+        f"({'OK' if hf_diff <= HF_LOSS_TOLERANCE else 'TOO LARGE'}; tolerance {HF_LOSS_TOLERANCE:g})"
+    )
+    print(
+        f"step-{total_steps - 1} loss (after {total_steps - 1} updates): "
+        + ", ".join(f"{name} {last[name]:.7f}" for name in CONTENDERS)
+    )
 
     print(f"\nour model vs transformers, both in the plain loop: {tps['plain'] / tps['transformers']:.2f}x")
-    print(f"bench_train (trainer overhead): {tps['ours'] / tps['plain']:.2f}x vs our model in a plain loop "
-          f"(target {TRAINER_TARGET}x)")
-    print(f"bench_train: {tps['ours'] / tps['transformers']:.2f}x vs transformers LlamaForCausalLM "
-          f"(target {HF_TARGET}x)")
+    print(
+        f"bench_train (trainer overhead): {tps['ours'] / tps['plain']:.2f}x vs our model in a plain loop "
+        f"(target {TRAINER_TARGET}x)"
+    )
+    print(
+        f"bench_train: {tps['ours'] / tps['transformers']:.2f}x vs transformers LlamaForCausalLM (target {HF_TARGET}x)"
+    )
 
 
 if __name__ == "__main__":

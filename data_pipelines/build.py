@@ -40,18 +40,24 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lvm.data.image_sentences import ImageSentence
-from lvm.media.skips import SkipCounter
 from data_pipelines.curation import REASONS, Curator
-from lvm.data.image_sentences import tokenize_sentences
-from lvm.data.shards import MANIFEST_NAME, VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
 from lvm.core.atomic_files import write_json_atomic
-from lvm.data.shards import PROGRESS_DIR
-from lvm.core.progress import ImagesPerSecond
 from lvm.core.devices import resolve_device
+from lvm.core.errors import report_user_errors
+from lvm.core.progress import ImagesPerSecond
+from lvm.data.image_sentences import ImageSentence, tokenize_sentences
+from lvm.data.shards import (
+    MANIFEST_NAME,
+    PROGRESS_DIR,
+    VisualSentence,
+    check_plan,
+    manifest_dict,
+    write_manifest,
+    write_shard_file,
+)
+from lvm.media.skips import SkipCounter
 from lvm.tokenizer.checkpoint import find_weights_file, load_vqgan
 from lvm.tokenizer.vqgan import VQGANModel
-from lvm.core.errors import report_user_errors
 
 SHARD_PREFIX = "shard"
 # Which files of a sentence the duplicate filter leaves uncompared (its "groups", see curation.py):
@@ -67,6 +73,7 @@ def shard_name(index: int) -> str:
 
 # --- the plan: what fixes the stream and its codes ---------------------------------------------------
 
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,12 +84,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 
 def sentence_fingerprint(sentence: ImageSentence) -> bytes:
     """What identifies a sentence in the stream without its pixels: kind, files, image count, meta."""
-    facts = {"kind": sentence.kind, "source": list(sentence.source), "n_images": len(sentence),
-             "meta": sentence.meta}
+    facts = {"kind": sentence.kind, "source": list(sentence.source), "n_images": len(sentence), "meta": sentence.meta}
     return json.dumps(facts, sort_keys=True, default=str).encode()
 
 
 # --- shards -------------------------------------------------------------------------------------------
+
 
 def read_record(out_dir: Path, index: int) -> dict[str, Any] | None:
     """Shard `index`'s progress record when the shard is done (record and tar both there), else None."""
@@ -92,12 +99,18 @@ def read_record(out_dir: Path, index: int) -> dict[str, Any] | None:
     return json.loads(record.read_text())
 
 
-def finish_shard(out_dir: Path, index: int, sentences: list[VisualSentence], keys: list[str],
-                 fingerprint: str, model: VQGANModel) -> dict[str, Any]:
+def finish_shard(
+    out_dir: Path, index: int, sentences: list[VisualSentence], keys: list[str], fingerprint: str, model: VQGANModel
+) -> dict[str, Any]:
     """The shard (atomically), then its record (atomically): a crash in between redoes the shard."""
     config = model.config
-    entry = write_shard_file(out_dir / shard_name(index), sentences, keys, vocab_size=config.num_embeddings,
-                             tokens_per_image=config.tokens_per_image)
+    entry = write_shard_file(
+        out_dir / shard_name(index),
+        sentences,
+        keys,
+        vocab_size=config.num_embeddings,
+        tokens_per_image=config.tokens_per_image,
+    )
     record = {**entry, "fingerprint": fingerprint}
     write_json_atomic(out_dir / PROGRESS_DIR / f"{shard_name(index)}.json", record)
     return record
@@ -107,9 +120,9 @@ def finish_shard(out_dir: Path, index: int, sentences: list[VisualSentence], key
 class ShardTotals:
     """What one call of `write_shards` did."""
 
-    sentences: int = 0           # sentences in the whole (curated) stream
-    shards: int = 0              # shards the stream fills
-    shards_written: int = 0      # ... of which this call wrote
+    sentences: int = 0  # sentences in the whole (curated) stream
+    shards: int = 0  # shards the stream fills
+    shards_written: int = 0  # ... of which this call wrote
     images_tokenized: int = 0
     seconds: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)  # every shard's record, in order
@@ -149,7 +162,8 @@ class _StreamFingerprints:
             raise ValueError(
                 f"{self.out_dir / PROGRESS_DIR / (shard_name(shard) + '.json')}: field 'fingerprint' "
                 f"({record['samples']} sentences) does not match this run's sentences for {shard_name(shard)} "
-                f"({count} sentences): the inputs changed since that shard was written; use a new output_dir")
+                f"({count} sentences): the inputs changed since that shard was written; use a new output_dir"
+            )
 
     def verify_end(self, n_shards: int) -> None:
         """At the end of the stream: the last shard, and no done shard beyond the stream's end."""
@@ -157,14 +171,22 @@ class _StreamFingerprints:
             self.verify(n_shards - 1)
         beyond = n_shards
         if read_record(self.out_dir, beyond) is not None:
-            raise ValueError(f"{self.out_dir / shard_name(beyond)}: a finished shard past the end of this run's "
-                             f"stream ({n_shards} shards): the inputs changed since it was written; "
-                             f"use a new output_dir")
+            raise ValueError(
+                f"{self.out_dir / shard_name(beyond)}: a finished shard past the end of this run's "
+                f"stream ({n_shards} shards): the inputs changed since it was written; "
+                f"use a new output_dir"
+            )
 
 
-def write_shards(sentences: Iterable[ImageSentence], model: VQGANModel, out_dir: Path, samples_per_shard: int,
-                 images_per_batch: int = 256, progress: Progress | None = None,
-                 task: TaskID | None = None) -> ShardTotals:
+def write_shards(
+    sentences: Iterable[ImageSentence],
+    model: VQGANModel,
+    out_dir: Path,
+    samples_per_shard: int,
+    images_per_batch: int = 256,
+    progress: Progress | None = None,
+    task: TaskID | None = None,
+) -> ShardTotals:
     """Cut `sentences` into shards of `samples_per_shard` and write the shards not done yet (see the
     module docstring); sentences of done shards are counted and checked, never tokenized."""
     if samples_per_shard < 1:
@@ -220,6 +242,7 @@ def write_shards(sentences: Iterable[ImageSentence], model: VQGANModel, out_dir:
 
 # --- the job ------------------------------------------------------------------------------------------
 
+
 def dedup_groups(sentence: ImageSentence) -> list[str] | None:
     """Each source file's group for the duplicate filter: its folder or its stem by kind, else None."""
     if sentence.kind in FOLDER_GROUPED_KINDS:
@@ -251,21 +274,32 @@ class ConsoleSkipCounter(SkipCounter):
 def make_builder(cfg: DictConfig) -> functools.partial:
     """`cfg.pipeline.builder` instantiated: a partial waiting for size, rng_seed, skips and strict."""
     if "builder" not in cfg.pipeline:
-        raise ValueError(f"pipeline (kind {cfg.pipeline.get('kind')!r}): missing field 'builder' "
-                         "(expected a _target_ builder function with _partial_: true)")
+        raise ValueError(
+            f"pipeline (kind {cfg.pipeline.get('kind')!r}): missing field 'builder' "
+            "(expected a _target_ builder function with _partial_: true)"
+        )
     builder = instantiate(cfg.pipeline.builder, _convert_="all")
     if not isinstance(builder, functools.partial):
-        raise ValueError(f"pipeline.builder ({cfg.pipeline.builder.get('_target_')}): expected _partial_: true, "
-                         f"so build can pass size, rng_seed, skips and strict; got {type(builder).__name__}")
+        raise ValueError(
+            f"pipeline.builder ({cfg.pipeline.builder.get('_target_')}): expected _partial_: true, "
+            f"so build can pass size, rng_seed, skips and strict; got {type(builder).__name__}"
+        )
     return builder
 
 
 def run_config(cfg: DictConfig, size: int) -> dict[str, Any]:
     """The settings stored in the manifest (the resolved pipeline, not Hydra's own fields)."""
-    return {"name": cfg.name, "pipeline": OmegaConf.to_container(cfg.pipeline, resolve=True), "size": size,
-            "seed": cfg.seed, "strict": cfg.strict, "samples_per_shard": cfg.samples_per_shard,
-            "images_per_batch": cfg.images_per_batch, "tokenizer_path": str(cfg.tokenizer_path),
-            "curation": OmegaConf.to_container(cfg.curation, resolve=True)}
+    return {
+        "name": cfg.name,
+        "pipeline": OmegaConf.to_container(cfg.pipeline, resolve=True),
+        "size": size,
+        "seed": cfg.seed,
+        "strict": cfg.strict,
+        "samples_per_shard": cfg.samples_per_shard,
+        "images_per_batch": cfg.images_per_batch,
+        "tokenizer_path": str(cfg.tokenizer_path),
+        "curation": OmegaConf.to_container(cfg.curation, resolve=True),
+    }
 
 
 def build(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
@@ -278,41 +312,63 @@ def build(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     resolution = model.config.resolution
     size = resolution if cfg.size is None else int(cfg.size)
     if size != resolution:
-        raise ValueError(f"size: {size}, but the tokenizer at {cfg.tokenizer_path} encodes {resolution}×{resolution} "
-                         f"images only; leave size null or set it to {resolution}")
+        raise ValueError(
+            f"size: {size}, but the tokenizer at {cfg.tokenizer_path} encodes {resolution}×{resolution} "
+            f"images only; leave size null or set it to {resolution}"
+        )
     curator = Curator(**OmegaConf.to_container(cfg.curation, resolve=True))
     builder = make_builder(cfg)
     config = run_config(cfg, size)
-    check_plan(out_dir, {
-        "pipeline": config["pipeline"], "size": size, "seed": cfg.seed, "curation": config["curation"],
-        "samples_per_shard": cfg.samples_per_shard, "tokenizer": model.config.to_dict(),
-        "tokenizer_weights_sha256": file_sha256(find_weights_file(cfg.tokenizer_path)),
-    })
+    check_plan(
+        out_dir,
+        {
+            "pipeline": config["pipeline"],
+            "size": size,
+            "seed": cfg.seed,
+            "curation": config["curation"],
+            "samples_per_shard": cfg.samples_per_shard,
+            "tokenizer": model.config.to_dict(),
+            "tokenizer_weights_sha256": file_sha256(find_weights_file(cfg.tokenizer_path)),
+        },
+    )
     # A manifest from an earlier run would describe shards this run may be about to redo.
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
 
-    progress = Progress(SpinnerColumn(), TextColumn(f"[bold]build {cfg.pipeline.kind}"),
-                        TextColumn("{task.completed} sentences"), ImagesPerSecond(), TimeElapsedColumn(),
-                        console=console, disable=not cfg.progress)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(f"[bold]build {cfg.pipeline.kind}"),
+        TextColumn("{task.completed} sentences"),
+        ImagesPerSecond(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not cfg.progress,
+    )
     skips = ConsoleSkipCounter(progress.console)
     sentences = builder(size=size, rng_seed=cfg.seed, skips=skips, strict=cfg.strict)
     if curator.active:
         sentences = curated(sentences, curator)
-    console.print(f"building {cfg.pipeline.kind} sentences → {out_dir} (device {device}, "
-                  f"{cfg.samples_per_shard} sentences per shard)")
+    console.print(
+        f"building {cfg.pipeline.kind} sentences → {out_dir} (device {device}, "
+        f"{cfg.samples_per_shard} sentences per shard)"
+    )
     with progress:
         task = progress.add_task("build", total=None, images=0)
-        totals = write_shards(sentences, model, out_dir, cfg.samples_per_shard, cfg.images_per_batch,
-                              progress, task)
+        totals = write_shards(sentences, model, out_dir, cfg.samples_per_shard, cfg.images_per_batch, progress, task)
 
     kinds: dict[str, int] = {}
     for record in totals.records:
         for kind, tokens in record["kinds"].items():
             kinds[kind] = kinds.get(kind, 0) + tokens
     manifest = manifest_dict(
-        totals.records, kinds, model.config.tokens_per_image, model.config.num_embeddings, config,
-        files=skips.files_seen, skipped=[{"path": p, "reason": r} for p, r in skips.skipped],
-        filtered=curator.summary())
+        totals.records,
+        kinds,
+        model.config.tokens_per_image,
+        model.config.num_embeddings,
+        config,
+        files=skips.files_seen,
+        skipped=[{"path": p, "reason": r} for p, r in skips.skipped],
+        filtered=curator.summary(),
+    )
     write_manifest(out_dir, manifest)
     result = {"manifest": manifest, "totals": totals}
     print_summary(console, out_dir, manifest, totals)
@@ -328,10 +384,16 @@ def print_summary(console: Console, out_dir: Path, manifest: dict[str, Any], tot
         table.add_column(column, justify="right")
     filtered = manifest["filtered"]
     rate = totals.images_tokenized / totals.seconds if totals.seconds > 0 else 0.0
-    table.add_row(f"{len(manifest['shards'])} ({totals.shards_written})", str(manifest["samples"]),
-                  str(manifest["tokens"]), str(manifest["files"]),
-                  str(len({entry["path"] for entry in manifest["skipped"]})),
-                  str(sum(filtered["sentences_dropped"].values())), str(totals.images_tokenized), f"{rate:.1f}")
+    table.add_row(
+        f"{len(manifest['shards'])} ({totals.shards_written})",
+        str(manifest["samples"]),
+        str(manifest["tokens"]),
+        str(manifest["files"]),
+        str(len({entry["path"] for entry in manifest["skipped"]})),
+        str(sum(filtered["sentences_dropped"].values())),
+        str(totals.images_tokenized),
+        f"{rate:.1f}",
+    )
     console.print(table)
     if len(manifest["kinds"]) > 1:
         kinds = Table(title="tokens per kind")
@@ -350,8 +412,12 @@ def print_summary(console: Console, out_dir: Path, manifest: dict[str, Any], tot
     thresholds = filtered["thresholds"]
     if any(v is not None for v in thresholds.values()):
         curation = Table(title="curation filters")
-        for column, justify in (("filter", "left"), ("threshold", "right"), ("files rejected", "right"),
-                                ("sentences dropped", "right")):
+        for column, justify in (
+            ("filter", "left"),
+            ("threshold", "right"),
+            ("files rejected", "right"),
+            ("sentences dropped", "right"),
+        ):
             curation.add_column(column, justify=justify)
         setting = {"min_side": "min_side", "max_aspect": "max_aspect", "duplicate": "dedup_max_distance"}
         for reason in REASONS:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups
-from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 
 def class_folders(
@@ -25,8 +25,10 @@ def class_folders(
     skips.saw(len(loose))
     for path in loose:
         skip_or_raise(path, "not inside a class folder", skips, strict)
-    names = sorted((entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")),
-                   key=natural_sort_key)
+    names = sorted(
+        (entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")),
+        key=natural_sort_key,
+    )
     return {name: list_files(os.path.join(root, name), extensions) for name in names}
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups
-from lvm.media.skips import SkipCounter
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter
 
 # ITU-R BT.601 luma weights as the original writes them (they sum to 0.9999, not 1).
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
@@ -61,6 +61,8 @@ def colorization_sentences(
                 images += [to_grayscale_rgb(colour), colour]
                 source += [path, path]
             yield ImageSentence(
-                images=images, kind="colorization", source=source,
+                images=images,
+                kind="colorization",
+                source=source,
                 meta={"n_shots": n_shots, "epoch": epoch},
             )

@@ -10,8 +10,8 @@ without a record.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable, Iterator, TypeVar
-
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from lvm.media.clips import largest_fitting_stride, sample_clip_start
 

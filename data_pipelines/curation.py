@@ -82,8 +82,10 @@ def perceptual_hashes(path: str | os.PathLike) -> tuple[int, int]:
     side = HASH_SIZE * 4  # imagehash.phash's highfreq_factor
     with Image.open(path) as image:
         small = image.convert("L").resize((side, side), Image.Resampling.LANCZOS)
-    return (_hash_to_int(imagehash.phash(small, HASH_SIZE)),
-            _hash_to_int(imagehash.phash(ImageOps.mirror(small), HASH_SIZE)))
+    return (
+        _hash_to_int(imagehash.phash(small, HASH_SIZE)),
+        _hash_to_int(imagehash.phash(ImageOps.mirror(small), HASH_SIZE)),
+    )
 
 
 class HashIndex:
@@ -146,15 +148,18 @@ class Curator:
     file to its `Rejection`.
     """
 
-    def __init__(self, min_side: int | None = None, max_aspect: float | None = None,
-                 dedup_max_distance: int | None = None) -> None:
+    def __init__(
+        self, min_side: int | None = None, max_aspect: float | None = None, dedup_max_distance: int | None = None
+    ) -> None:
         if min_side is not None and min_side < 1:
             raise ValueError(f"curation.min_side must be a positive number of pixels or null, got {min_side}")
         if max_aspect is not None and max_aspect < 1:
             raise ValueError(f"curation.max_aspect must be ≥ 1 (long side / short side) or null, got {max_aspect}")
         if dedup_max_distance is not None and not 0 <= dedup_max_distance < HASH_BITS:
-            raise ValueError(f"curation.dedup_max_distance must be a Hamming distance in [0, {HASH_BITS}) or null, "
-                             f"got {dedup_max_distance}")
+            raise ValueError(
+                f"curation.dedup_max_distance must be a Hamming distance in [0, {HASH_BITS}) or null, "
+                f"got {dedup_max_distance}"
+            )
         self.min_side, self.max_aspect, self.dedup_max_distance = min_side, max_aspect, dedup_max_distance
         self.index = HashIndex(dedup_max_distance) if dedup_max_distance is not None else None
         self.rejected: dict[str, Rejection] = {}
@@ -191,8 +196,11 @@ class Curator:
         if self.min_side is not None and short < self.min_side:
             return self._reject(path, "min_side", f"{width}×{height}: shorter side {short} < min_side {self.min_side}")
         if self.max_aspect is not None and (short == 0 or long / short > self.max_aspect):
-            return self._reject(path, "max_aspect",
-                                f"{width}×{height}: aspect {long / max(short, 1):.2f} > max_aspect {self.max_aspect}")
+            return self._reject(
+                path,
+                "max_aspect",
+                f"{width}×{height}: aspect {long / max(short, 1):.2f} > max_aspect {self.max_aspect}",
+            )
         self._measured.add(path)
         return None
 
@@ -209,8 +217,7 @@ class Curator:
         return self.admit_sentence([path], [group])
 
     # -- a sentence's files together -----------------------------------------------------------------
-    def admit_sentence(self, sources: Sequence[str | os.PathLike],
-                       groups: Sequence[str | None] | None = None) -> bool:
+    def admit_sentence(self, sources: Sequence[str | os.PathLike], groups: Sequence[str | None] | None = None) -> bool:
         """True when every distinct file of `sources` passes every filter on; the files then enter the
         duplicate index. `groups` (one per source, None = no group) name files that are not compared
         with each other. On False, `sentences_dropped` counts the first rejected file's reason."""
@@ -231,8 +238,9 @@ class Curator:
         self.sentences_kept += 1
         return True
 
-    def _check_duplicates(self, paths: Sequence[str], group_of: dict[str, str | None]
-                          ) -> tuple[Rejection | None, list[tuple[str, tuple[int, int]]]]:
+    def _check_duplicates(
+        self, paths: Sequence[str], group_of: dict[str, str | None]
+    ) -> tuple[Rejection | None, list[tuple[str, tuple[int, int]]]]:
         """The first duplicate among `paths` (against kept files and the earlier new files of this
         sentence), and the new files' hashes."""
         assert self.index is not None
@@ -248,20 +256,34 @@ class Curator:
             match = self._nearest(hashes, group_of[path], new, group_of)
             if match is not None:
                 other, distance, mirrored = match
-                detail = (f"near-duplicate of {other}{' mirrored' if mirrored else ''} "
-                          f"(Hamming distance {distance} ≤ {self.dedup_max_distance})")
+                detail = (
+                    f"near-duplicate of {other}{' mirrored' if mirrored else ''} "
+                    f"(Hamming distance {distance} ≤ {self.dedup_max_distance})"
+                )
                 return self._reject(path, "duplicate", detail), new
             new.append((path, hashes))
         return None, new
 
-    def _nearest(self, hashes: tuple[int, int], group: str | None, new: Sequence[tuple[str, tuple[int, int]]],
-                 group_of: dict[str, str | None]) -> tuple[str, int, bool] | None:
+    def _nearest(
+        self,
+        hashes: tuple[int, int],
+        group: str | None,
+        new: Sequence[tuple[str, tuple[int, int]]],
+        group_of: dict[str, str | None],
+    ) -> tuple[str, int, bool] | None:
         assert self.index is not None
         for mirrored, value in enumerate(hashes):
             found = self.index.nearest(value, group)
             if found is None:  # earlier files of this very sentence are not indexed yet
-                found = next(((p, d) for p, (v, _) in new if group is None or group_of[p] != group
-                              if (d := (value ^ v).bit_count()) <= self.index.max_distance), None)
+                found = next(
+                    (
+                        (p, d)
+                        for p, (v, _) in new
+                        if group is None or group_of[p] != group
+                        if (d := (value ^ v).bit_count()) <= self.index.max_distance
+                    ),
+                    None,
+                )
             if found is not None:
                 return found[0], found[1], bool(mirrored)
         return None
@@ -270,8 +292,11 @@ class Curator:
     def summary(self) -> dict[str, Any]:
         """Json-ready counts and the rejected files with reasons (stored in manifest.json)."""
         return {
-            "thresholds": {"min_side": self.min_side, "max_aspect": self.max_aspect,
-                           "dedup_max_distance": self.dedup_max_distance},
+            "thresholds": {
+                "min_side": self.min_side,
+                "max_aspect": self.max_aspect,
+                "dedup_max_distance": self.dedup_max_distance,
+            },
             "sentences_kept": self.sentences_kept,
             "sentences_dropped": {r: self.sentences_dropped[r] for r in REASONS if self.sentences_dropped[r]},
             "files_rejected": {r: self.files_rejected[r] for r in REASONS if self.files_rejected[r]},

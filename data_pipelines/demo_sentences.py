@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive
-from lvm.media.skips import SkipCounter
 from data_pipelines.paired import paired_sentences
 from data_pipelines.sequences import sequence_sentences
 from data_pipelines.video import video_sentences
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.skips import SkipCounter
 
 DEMO_KINDS = ("video", "paired", "sequence")
 # Annotation folder of the corpus → task name in each paired sentence's meta (x = the photo crop).
@@ -55,26 +55,47 @@ def demo_sentences(
     video_seed, sequence_seed, mix_seed = (seeds.getrandbits(32) for _ in range(3))
     task_seeds = {task: seeds.getrandbits(32) for task in PAIRED_TASKS.values()}
 
-    video = list(video_sentences(
-        files["videos"], size, n_frames=images_per_sentence, strides=(1,), rng_seed=video_seed,
-        skips=skips, strict=strict, n_epochs=max(1, params["n_frames"] // images_per_sentence),
-    ))
+    video = list(
+        video_sentences(
+            files["videos"],
+            size,
+            n_frames=images_per_sentence,
+            strides=(1,),
+            rng_seed=video_seed,
+            skips=skips,
+            strict=strict,
+            n_epochs=max(1, params["n_frames"] // images_per_sentence),
+        )
+    )
 
     n_shots = images_per_sentence // 2
     paired: list[ImageSentence] = []
     if len(files["images"]) >= n_shots:
         for dir_key, task in PAIRED_TASKS.items():
             for sentence in paired_sentences(
-                files["images_dir"], files[dir_key], size, n_shots=n_shots,
-                rng_seed=task_seeds[task], skips=skips, strict=strict, n_epochs=paired_epochs,
+                files["images_dir"],
+                files[dir_key],
+                size,
+                n_shots=n_shots,
+                rng_seed=task_seeds[task],
+                skips=skips,
+                strict=strict,
+                n_epochs=paired_epochs,
             ):
                 sentence.meta["task"] = task
                 paired.append(sentence)
         random.Random(mix_seed).shuffle(paired)
 
-    sequence = list(sequence_sentences(
-        files["sequences"], size, n_frames=images_per_sentence, max_stride=1,
-        rng_seed=sequence_seed, skips=skips, strict=strict,
-        n_epochs=max(1, params["n_sequence_frames"] // images_per_sentence),
-    ))
+    sequence = list(
+        sequence_sentences(
+            files["sequences"],
+            size,
+            n_frames=images_per_sentence,
+            max_stride=1,
+            rng_seed=sequence_seed,
+            skips=skips,
+            strict=strict,
+            n_epochs=max(1, params["n_sequence_frames"] // images_per_sentence),
+        )
+    )
     return {"video": video, "paired": paired, "sequence": sequence}

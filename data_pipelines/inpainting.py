@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, list_files
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups
-from lvm.media.skips import SkipCounter
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.files import IMAGE_EXTENSIONS, list_files
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter
 
 
 def draw_mask(
@@ -39,14 +39,17 @@ def draw_mask(
         low = max(1, int(0.1 * shortest))
         high = max(low, int(0.5 * shortest) - 1)  # randint is inclusive; the original's bound is not
         side = rng.randint(low, high)
-        description = {"mode": "hole", "top": rng.randint(0, height - side),
-                       "left": rng.randint(0, width - side), "side": side}
+        description = {
+            "mode": "hole",
+            "top": rng.randint(0, height - side),
+            "left": rng.randint(0, width - side),
+            "side": side,
+        }
     else:
         rows, cols = -(-height // patch_size), -(-width // patch_size)
         keep_probability = rng.random()
         kept = [i for i in range(rows * cols) if rng.random() < keep_probability]
-        description = {"mode": "patches", "patch_size": patch_size,
-                       "keep_probability": keep_probability, "kept": kept}
+        description = {"mode": "patches", "patch_size": patch_size, "keep_probability": keep_probability, "kept": kept}
     return mask_from_description(height, width, description), description
 
 
@@ -55,7 +58,7 @@ def mask_from_description(height: int, width: int, description: dict) -> np.ndar
     if description["mode"] == "hole":
         hidden = np.zeros((height, width), dtype=bool)
         top, left, side = description["top"], description["left"], description["side"]
-        hidden[top:top + side, left:left + side] = True
+        hidden[top : top + side, left : left + side] = True
         return hidden
     if description["mode"] == "patches":
         patch = description["patch_size"]
@@ -63,7 +66,7 @@ def mask_from_description(height: int, width: int, description: dict) -> np.ndar
         hidden = np.ones((height, width), dtype=bool)
         for index in description["kept"]:
             row, col = divmod(index, cols)
-            hidden[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch] = False
+            hidden[row * patch : (row + 1) * patch, col * patch : (col + 1) * patch] = False
         return hidden
     raise ValueError(f"unknown mask mode {description['mode']!r}")
 
@@ -110,6 +113,8 @@ def inpainting_sentences(
                 source += [path, path]
                 masks.append(description)
             yield ImageSentence(
-                images=images, kind="inpainting", source=source,
+                images=images,
+                kind="inpainting",
+                source=source,
                 meta={"n_shots": n_shots, "epoch": epoch, "masks": masks},
             )

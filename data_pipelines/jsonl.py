@@ -1,4 +1,5 @@
-"""The original's pretokenized `dataset.jsonl` ↔ our WebDataset shards (the original's DATASET.md and tokenize_examples/).
+"""The original's pretokenized `dataset.jsonl` ↔ our WebDataset shards (the original's DATASET.md and
+tokenize_examples/).
 
 The original stores one visual sentence per line as `{"tokens": "<base64>"}`, the base64 of a
 little-endian int32 array of VQ codes. We store uint16 arrays in tar shards with a manifest
@@ -81,6 +82,7 @@ class BadLineError(ValueError):
 
 # --- one line ------------------------------------------------------------------------------------------
 
+
 def encode_tokens(tokens: np.ndarray) -> str:
     """The original's 'tokens' field: base64 of the ids as little-endian int32 bytes."""
     return base64.b64encode(np.asarray(tokens).astype("<i4", copy=False).tobytes()).decode("ascii")
@@ -134,6 +136,7 @@ def check_ids(tokens: np.ndarray, vocab_size: int, path: str | os.PathLike, line
 
 # --- import --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ImportResult:
     """What an import did: counts, the manifest it wrote, and each skipped line with its reason."""
@@ -147,13 +150,16 @@ class ImportResult:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        head = (f"{self.sentences} sentences, {self.tokens} tokens from {self.lines} lines "
-                f"into {self.shards} shards ({self.manifest})")
+        head = (
+            f"{self.sentences} sentences, {self.tokens} tokens from {self.lines} lines "
+            f"into {self.shards} shards ({self.manifest})"
+        )
         if self.blank_lines:
             head += f"; {self.blank_lines} blank lines"
         if self.skipped:
             head += f"; skipped {len(self.skipped)} bad lines: " + ", ".join(
-                f"line {n} ({reason})" for n, reason in self.skipped)
+                f"line {n} ({reason})" for n, reason in self.skipped
+            )
         return head
 
 
@@ -168,8 +174,15 @@ class LinesPerSecond(ProgressColumn):
 
 def _progress(verb: str, console: Console | None, enabled: bool, by_bytes: bool) -> Progress:
     size = DownloadColumn() if by_bytes else MofNCompleteColumn()
-    return Progress(TextColumn(f"[bold]{verb}"), BarColumn(), size, LinesPerSecond(), TimeElapsedColumn(),
-                    console=console, disable=not enabled)
+    return Progress(
+        TextColumn(f"[bold]{verb}"),
+        BarColumn(),
+        size,
+        LinesPerSecond(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
 
 
 def _meta_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -215,11 +228,18 @@ def iter_jsonl_sentences(
             check_ids(ids, vocab_size, path, number)
             if len(ids) % tokens_per_image:
                 raise BadLineError(
-                    path, number, f"field 'tokens' holds {len(ids)} ids, not a whole number of images of "
-                    f"{tokens_per_image} tokens (--tokens-per-image)"
+                    path,
+                    number,
+                    f"field 'tokens' holds {len(ids)} ids, not a whole number of images of "
+                    f"{tokens_per_image} tokens (--tokens-per-image)",
                 )
-            sentence = VisualSentence(tokens=ids.astype(np.uint16), kind=kind, source=[f"{name}:{number}"],
-                                      n_images=len(ids) // tokens_per_image, meta=_meta_of(record))
+            sentence = VisualSentence(
+                tokens=ids.astype(np.uint16),
+                kind=kind,
+                source=[f"{name}:{number}"],
+                n_images=len(ids) // tokens_per_image,
+                meta=_meta_of(record),
+            )
             yield number, sentence
 
 
@@ -268,8 +288,9 @@ def import_jsonl(
         def on_line(n_bytes: int) -> None:
             bar.update(task, advance=n_bytes, lines=result.lines)
 
-        for number, sentence in iter_jsonl_sentences(path, tokens_per_image, kind, vocab_size, skip_bad, result,
-                                                     on_line):
+        for number, sentence in iter_jsonl_sentences(
+            path, tokens_per_image, kind, vocab_size, skip_bad, result, on_line
+        ):
             pending.append(sentence)
             keys.append(f"{number:09d}")
             result.sentences += 1
@@ -288,13 +309,16 @@ def import_jsonl(
         "skipped": [{"line": n, "reason": reason} for n, reason in result.skipped],
     }
     if not shards:
-        raise ValueError(f"{path}: no sentences to import ({result.lines} lines, {result.blank_lines} blank, "
-                         f"{len(result.skipped)} skipped)")
+        raise ValueError(
+            f"{path}: no sentences to import ({result.lines} lines, {result.blank_lines} blank, "
+            f"{len(result.skipped)} skipped)"
+        )
     write_manifest(out_dir, manifest_dict(shards, kinds, tokens_per_image, vocab_size, config))
     return result
 
 
 # --- export --------------------------------------------------------------------------------------------
+
 
 def iter_spec_sentences(spec: str | os.PathLike) -> Iterator[VisualSentence]:
     """Sentences of a shard spec (manifest, folder or glob), shards sorted, samples in stored order."""
@@ -333,8 +357,9 @@ def export_jsonl(
     try:
         with bar, open(tmp, "w", encoding="ascii", newline="\n") as f:
             task = bar.add_task("export", total=total, lines=0)  # lines against the manifest's samples
-            lines, tokens = write_jsonl(iter_spec_sentences(spec), f,
-                                        lambda n_bytes, n_lines: bar.update(task, advance=1, lines=n_lines))
+            lines, tokens = write_jsonl(
+                iter_spec_sentences(spec), f, lambda n_bytes, n_lines: bar.update(task, advance=1, lines=n_lines)
+            )
             f.flush()
             os.fsync(f.fileno())
         if total is not None and lines != total:
@@ -347,18 +372,22 @@ def export_jsonl(
 
 # --- command line --------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.jsonl", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     imp = commands.add_parser("import", help="the original's dataset.jsonl → shards + manifest.json")
-    imp.add_argument("jsonl", help="a jsonl file of {\"tokens\": base64 int32} lines")
+    imp.add_argument("jsonl", help='a jsonl file of {"tokens": base64 int32} lines')
     imp.add_argument("out_dir", help="folder for shard-*.tar and manifest.json")
     imp.add_argument("--tokens-per-image", type=int, default=256)
     imp.add_argument("--kind", default="imported", help="the sentences' kind (default: imported)")
     imp.add_argument("--samples-per-shard", type=int, default=1000)
     imp.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
-    imp.add_argument("--skip-bad", action="store_true",
-                     help="skip malformed lines (counted, reported, listed in the manifest) instead of stopping")
+    imp.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip malformed lines (counted, reported, listed in the manifest) instead of stopping",
+    )
     exp = commands.add_parser("export", help="shards → the original's jsonl")
     exp.add_argument("shards", help="a manifest.json, a folder holding one, or a glob of shards")
     exp.add_argument("out", help="the jsonl file to write")
@@ -373,8 +402,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     if args.command == "import":
-        result = import_jsonl(args.jsonl, args.out_dir, args.tokens_per_image, args.kind, args.samples_per_shard,
-                              args.vocab_size, args.skip_bad, progress=not args.no_progress, console=console)
+        result = import_jsonl(
+            args.jsonl,
+            args.out_dir,
+            args.tokens_per_image,
+            args.kind,
+            args.samples_per_shard,
+            args.vocab_size,
+            args.skip_bad,
+            progress=not args.no_progress,
+            console=console,
+        )
         print(result.summary())
     else:
         lines, tokens = export_jsonl(args.shards, args.out, progress=not args.no_progress, console=console)

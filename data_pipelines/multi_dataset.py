@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, split_path_list
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups
-from lvm.media.skips import SkipCounter, skip_or_raise
-from lvm.media.images import image_loader
 from data_pipelines.paired import files_by_stem
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.files import IMAGE_EXTENSIONS, split_path_list
+from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 
 def match_aligned(
-    roots: Sequence[str], skips: SkipCounter, strict: bool = False,
+    roots: Sequence[str],
+    skips: SkipCounter,
+    strict: bool = False,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
 ) -> list[tuple[str, list[str]]]:
     """(stem, [file in roots[0], file in roots[1], …]) for every stem present in all `roots`, in
@@ -98,6 +100,11 @@ def multi_dataset_sentences(
                 images=images,
                 kind="multi_dataset",
                 source=source,
-                meta={"epoch": epoch, "n_shots": n_shots, "stems": [stem for (stem, _), _ in group],
-                      "task_order": order, "tasks": [names[i] for i in order]},
+                meta={
+                    "epoch": epoch,
+                    "n_shots": n_shots,
+                    "stems": [stem for (stem, _), _ in group],
+                    "task_order": order,
+                    "tasks": [names[i] for i in order],
+                },
             )

@@ -7,16 +7,16 @@ import glob
 import os
 import random
 import re
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key, split_path_list
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups, sample_clip
-from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
 from lvm.media.clips import clip_indices
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key, split_path_list
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 _WILDCARD = re.compile(r"[*?[]")
 # One example's clip: its paths and images (folder × frame), start and stride.
@@ -27,9 +27,7 @@ def _parts(path: str) -> list[str]:
     return os.path.normpath(path).split(os.sep)
 
 
-def aligned_folders(
-    patterns: Sequence[str], skips: SkipCounter, strict: bool = False
-) -> list[tuple[str, list[str]]]:
+def aligned_folders(patterns: Sequence[str], skips: SkipCounter, strict: bool = False) -> list[tuple[str, list[str]]]:
     """(key, [folder matched by patterns[0], folder matched by patterns[1], …]) for every key all
     patterns match, in natural key order.
 
@@ -40,8 +38,10 @@ def aligned_folders(
     lacks is recorded as skipped (raised when ``strict``)."""
     wildcards = [[i for i, part in enumerate(_parts(p)) if _WILDCARD.search(part)] for p in patterns]
     if len({len(w) for w in wildcards}) > 1:
-        raise ValueError(f"patterns {list(patterns)} differ in their number of wildcard components, "
-                         "so their folders cannot be aligned")
+        raise ValueError(
+            f"patterns {list(patterns)} differ in their number of wildcard components, "
+            "so their folders cannot be aligned"
+        )
     by_pattern: list[dict[str, str]] = []
     for pattern, positions in zip(patterns, wildcards):
         folders = [path for path in glob.glob(pattern) if os.path.isdir(path)]
@@ -129,7 +129,14 @@ def multi_sequence_sentences(
                 source += [path for row in chosen for path in row]
                 clips.append({"key": key, "start": start, "stride": stride})
             yield ImageSentence(
-                images=images, kind="multi_sequence", source=source,
-                meta={"epoch": epoch, "n_frames": n_frames, "n_shots": n_shots,
-                      "interleave_frames": interleave_frames, "clips": clips},
+                images=images,
+                kind="multi_sequence",
+                source=source,
+                meta={
+                    "epoch": epoch,
+                    "n_frames": n_frames,
+                    "n_shots": n_shots,
+                    "interleave_frames": interleave_frames,
+                    "clips": clips,
+                },
             )

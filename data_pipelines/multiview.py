@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups, sample_clip
-from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
 from lvm.media.clips import clip_indices
+from lvm.media.files import IMAGE_EXTENSIONS, list_files, natural_sort_key
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 # CO3D keeps an object's views in <category>/<object>/images/ next to masks/ and depths/.
 VIEWS_SUBFOLDER = "images"
@@ -100,6 +100,8 @@ def multiview_sentences(
                 source += chosen
                 clips.append({"object": name, "start": start, "stride": stride})
             yield ImageSentence(
-                images=images, kind="multiview", source=source,
+                images=images,
+                kind="multiview",
+                source=source,
                 meta={"epoch": epoch, "n_frames": n_frames, "n_shots": n_shots, "clips": clips},
             )

@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 import random
 from collections import defaultdict
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lvm.media.files import IMAGE_EXTENSIONS, list_files
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups
-from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.files import IMAGE_EXTENSIONS, list_files
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 
-def files_by_stem(
-    root: str, extensions: Sequence[str], skips: SkipCounter, strict: bool
-) -> dict[str, str]:
+def files_by_stem(root: str, extensions: Sequence[str], skips: SkipCounter, strict: bool) -> dict[str, str]:
     """Stem (path relative to `root` without its suffix, so nested trees match too) → file.
     Stems held by several files (a.png and a.jpg) are ambiguous: all of them are recorded and left
     out rather than guessing which one was meant."""
@@ -76,9 +74,7 @@ def paired_sentences(
     skips = skips if skips is not None else SkipCounter()  # a private one still warns per skip
     pairs = match_pairs(input_dir, output_dir, skips, strict, extensions)
     if len(pairs) < n_shots:
-        raise ValueError(
-            f"{input_dir} and {output_dir}: {len(pairs)} matched pairs cannot fill n_shots={n_shots}"
-        )
+        raise ValueError(f"{input_dir} and {output_dir}: {len(pairs)} matched pairs cannot fill n_shots={n_shots}")
     load_image = image_loader(size, skips, strict)
     bad_pairs: set[str] = set()
 

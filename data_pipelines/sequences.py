@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs, list_files
-from lvm.data.image_sentences import ImageSentence
 from data_pipelines.common import check_positive, draw_groups, sample_clip
-from lvm.media.skips import SkipCounter, skip_or_raise
+from lvm.data.image_sentences import ImageSentence
 from lvm.media.clips import clip_indices
+from lvm.media.files import IMAGE_EXTENSIONS, expand_inputs, list_files
 from lvm.media.images import image_loader
+from lvm.media.skips import SkipCounter, skip_or_raise
 
 
 def sequence_sentences(

@@ -125,9 +125,15 @@ def stats_tables(collected: dict[str, Any]) -> list[Table]:
     per_manifest.add_column("skipped files", justify="right", footer=_count(total["skipped"]))
     per_manifest.add_column("filtered sentences", justify="right", footer=_count(total["filtered"]))
     for label, stats in zip(labels, collected["manifests"]):
-        per_manifest.add_row(label, stats["source"], _count(stats["samples"]), _count(stats["tokens"]),
-                             *(_count(stats["kinds"].get(kind, 0)) for kind in kinds),
-                             _count(stats["skipped"]), _count(stats["filtered"]))
+        per_manifest.add_row(
+            label,
+            stats["source"],
+            _count(stats["samples"]),
+            _count(stats["tokens"]),
+            *(_count(stats["kinds"].get(kind, 0)) for kind in kinds),
+            _count(stats["skipped"]),
+            _count(stats["filtered"]),
+        )
 
     per_source = Table(title="tokens per source")
     for name in ("source", "samples", "tokens", "share of tokens"):

@@ -14,12 +14,10 @@ touch. The layout is recorded in ``corpus.json`` (paths relative to the corpus f
 
 from __future__ import annotations
 
-from lvm.core.atomic_files import write_json_atomic
-
 import json
 import os
 import shutil
-from typing import Sequence
+from collections.abc import Sequence
 
 import av
 import numpy as np
@@ -28,25 +26,35 @@ import skimage.feature
 from PIL import Image
 
 from data_pipelines.colorization import to_grayscale_rgb
+from lvm.core.atomic_files import write_json_atomic
 
 CORPUS_FILE = "corpus.json"
 CORPUS_VERSION = 1
 SPLITS = ("train", "val")
 
 # Colour photographs bundled in the scikit-image wheel (pooch is never asked to download).
-SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-                 "immunohistochemistry", "colorwheel")
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel")
 VAL_STRIP = 0.25  # right-hand fraction of each photograph reserved for held-out crops
 
-SHAPE_COLOURS = np.array([
-    (230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 40),
-    (40, 210, 220), (220, 60, 210), (250, 140, 30), (245, 245, 245),
-], dtype=np.float64)
+SHAPE_COLOURS = np.array(
+    [
+        (230, 40, 40),
+        (40, 200, 60),
+        (50, 80, 230),
+        (240, 220, 40),
+        (40, 210, 220),
+        (220, 60, 210),
+        (250, 140, 30),
+        (245, 245, 245),
+    ],
+    dtype=np.float64,
+)
 
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
 
 
 # --- writing files atomically --------------------------------------------------------------------
+
 
 def pick_video_codec() -> str:
     """libx264 (H.264, what real corpora mostly hold) when this FFmpeg build can encode it, else
@@ -105,6 +113,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> str:
 
 # --- content -------------------------------------------------------------------------------------
 
+
 def background(size: int, rng: np.random.Generator) -> np.ndarray:
     """A muted plain colour, or a linear gradient between two in a random direction (HWC float)."""
     first = rng.uniform(20, 140, 3)
@@ -161,9 +170,7 @@ def load_sample_image(name: str) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def random_crop(
-    photo: np.ndarray, split: str, size: int, rng: np.random.Generator
-) -> np.ndarray:
+def random_crop(photo: np.ndarray, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random square crop resized to ``size``×``size``: train crops lie in the left
     (1 − VAL_STRIP) of the photograph, val crops in the right VAL_STRIP, so they never overlap."""
     height, width = photo.shape[:2]
@@ -173,7 +180,7 @@ def random_crop(
     side = int(rng.integers(max(min(size, largest), largest // 3), largest + 1))
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(x0, x1 - side + 1))
-    crop = photo[top:top + side, left:left + side]
+    crop = photo[top : top + side, left : left + side]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size)))
@@ -187,6 +194,7 @@ def edge_map_rgb(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 
 
 # --- the corpus ----------------------------------------------------------------------------------
+
 
 def make_demo_corpus(
     out_dir: str | os.PathLike,
@@ -214,9 +222,19 @@ def make_demo_corpus(
     it is reused unless ``overwrite``; a different one is replaced. A non-empty folder without
     ``corpus.json`` is refused rather than written into. The defaults take a few seconds on 2 cores.
     """
-    params = dict(n_videos=n_videos, n_val_videos=n_val_videos, n_frames=n_frames, size=size,
-                  fps=fps, n_images=n_images, n_val_images=n_val_images, n_sequences=n_sequences,
-                  n_val_sequences=n_val_sequences, n_sequence_frames=n_sequence_frames, seed=seed)
+    params = dict(
+        n_videos=n_videos,
+        n_val_videos=n_val_videos,
+        n_frames=n_frames,
+        size=size,
+        fps=fps,
+        n_images=n_images,
+        n_val_images=n_val_images,
+        n_sequences=n_sequences,
+        n_val_sequences=n_val_sequences,
+        n_sequence_frames=n_sequence_frames,
+        seed=seed,
+    )
     for name in ("n_frames", "n_sequence_frames", "fps"):
         if params[name] < 1:
             raise ValueError(f"{name} must be ≥ 1, got {params[name]}")
@@ -241,8 +259,7 @@ def make_demo_corpus(
     codec = pick_video_codec()
     photos = [load_sample_image(name) for name in SAMPLE_IMAGES]
     counts = {"train": (n_videos, n_sequences, n_images), "val": (n_val_videos, n_val_sequences, n_val_images)}
-    layout: dict = {"version": CORPUS_VERSION, "params": params, "codec": codec,
-                    "sample_images": list(SAMPLE_IMAGES)}
+    layout: dict = {"version": CORPUS_VERSION, "params": params, "codec": codec, "sample_images": list(SAMPLE_IMAGES)}
     for split_id, split in enumerate(SPLITS):
         n_split_videos, n_split_sequences, n_split_images = counts[split]
         dirs = {kind: os.path.join(split, kind) for kind in ("videos", "sequences", "images", "edges", "gray")}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
+from data_pipelines.common import check_positive
+from lvm.data.image_sentences import ImageSentence
+from lvm.media.clips import clip_indices, clip_span, sample_clip_start
 from lvm.media.files import VIDEO_EXTENSIONS, expand_inputs
 from lvm.media.skips import BadInputError, SkipCounter, skip_or_raise
-from lvm.data.image_sentences import ImageSentence
-from data_pipelines.common import check_positive
-from lvm.media.clips import clip_indices, clip_span, sample_clip_start
 from lvm.media.video import read_video_frames
 
 
@@ -47,8 +47,7 @@ def video_sentences(
             continue
         for stride in strides:
             if clip_span(n_frames, stride) > len(frames):
-                reason = (f"too short for stride {stride}: {len(frames)} frames, "
-                          f"needs {clip_span(n_frames, stride)}")
+                reason = f"too short for stride {stride}: {len(frames)} frames, needs {clip_span(n_frames, stride)}"
                 skip_or_raise(path, reason, skips, strict)
         for epoch in range(n_epochs):
             for stride in strides:

@@ -15,13 +15,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lvm.interop.easylm import convert_easylm_to_hf
-from lvm.interop.pretrained import export_checkpoint_to_hf
-from lvm.interop.hf import parse_size
-from lvm.model.config import ModelConfig
-from lvm.interop.pretrained import load_model, save_model_checkpoint
 from lvm.core.devices import parse_dtype
 from lvm.core.errors import report_user_errors
+from lvm.interop.easylm import convert_easylm_to_hf
+from lvm.interop.hf import parse_size
+from lvm.interop.pretrained import export_checkpoint_to_hf, load_model, save_model_checkpoint
+from lvm.model.config import ModelConfig
 
 DEFAULT_DTYPES = {"to_hf": "bf16", "from_hf": "fp32", "from_easylm": "fp16"}
 
@@ -39,8 +38,10 @@ def convert(cfg: DictConfig) -> Path:
     model_cfg = cfg.get("model")
     if direction == "from_easylm":
         if model_cfg is None:
-            raise ValueError(f"model: direction=from_easylm needs the size {src} was trained as, e.g. "
-                             "model=vqlm_7b (EasyLM files hold no head count)")
+            raise ValueError(
+                f"model: direction=from_easylm needs the size {src} was trained as, e.g. "
+                "model=vqlm_7b (EasyLM files hold no head count)"
+            )
         config: ModelConfig = instantiate(model_cfg)
         written = convert_easylm_to_hf(src, dst, config, dtype=dtype, max_shard_size=max_shard_size)
     elif model_cfg is not None:

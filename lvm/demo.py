@@ -26,25 +26,23 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from lvm.data.image_sentences import ImageSentence
-from lvm.media.skips import SkipCounter
-from lvm.media.images import images_to_tensor
-from lvm.data.image_sentences import write_sentence_shards
-from lvm.data.shards import read_sentences
 from lvm.core.atomic_files import write_json_atomic
+from lvm.core.devices import parse_dtype
+from lvm.core.errors import report_user_errors
+from lvm.data.image_sentences import ImageSentence, write_sentence_shards
+from lvm.data.shards import read_sentences
 from lvm.eval.heldout import heldout_report
 from lvm.eval.prompt_quality import NEXT_FRAME, PromptSet, generate_next_images, pixel_report, task_of
 from lvm.generation.sampler import SamplingConfig
-from lvm.training.lit_module import LVMLitModule
-from lvm.core.devices import parse_dtype
+from lvm.media.images import images_to_tensor, tensor_to_uint8
+from lvm.media.skips import SkipCounter
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.training.lit_module import CodeUsage
-from lvm.media.images import tensor_to_uint8
 from lvm.tokenizer.training.fit import evaluate_tokenizer, fit_tokenizer
+from lvm.tokenizer.training.lit_module import CodeUsage
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
-from lvm.core.errors import report_user_errors
+from lvm.training.lit_module import LVMLitModule
 
 log = logging.getLogger(__name__)
 KINDS = ("video", "paired", "sequence")
@@ -60,21 +58,30 @@ def corpus_frames(sentences: dict[str, list[ImageSentence]]) -> np.ndarray:
 def write_shards(sentences: dict[str, list[ImageSentence]], vqgan: VQGANModel, out_dir: Path, vocab_size: int) -> None:
     """One shard folder with its manifest per kind: <out_dir>/<kind>/manifest.json."""
     for kind, items in sentences.items():
-        write_sentence_shards(items, vqgan, out_dir / kind, max_samples_per_shard=64, vocab_size=vocab_size,
-                              config={"builder": "lvm.demo", "kind": kind})
+        write_sentence_shards(
+            items,
+            vqgan,
+            out_dir / kind,
+            max_samples_per_shard=64,
+            vocab_size=vocab_size,
+            config={"builder": "lvm.demo", "kind": kind},
+        )
 
 
 def shipped_tokenizer_source(cfg: DictConfig) -> Path:
     """The VQGAN folder the run copies (`tokenizer_path`, default the shipped one), checked before any work."""
     source = Path(cfg.tokenizer_path or SHIPPED_TOKENIZER)
     if not (source / "config.json").is_file():
-        raise FileNotFoundError(f"tokenizer_path: {source}: no config.json (expected an open-muse VQGAN folder; the "
-                                f"shipped one is {SHIPPED_TOKENIZER})")
+        raise FileNotFoundError(
+            f"tokenizer_path: {source}: no config.json (expected an open-muse VQGAN folder; the "
+            f"shipped one is {SHIPPED_TOKENIZER})"
+        )
     return source
 
 
-def demo_tokenizer(cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSentence]]], run_dir: Path
-                   ) -> tuple[VQGANModel, dict[str, float]]:
+def demo_tokenizer(
+    cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSentence]]], run_dir: Path
+) -> tuple[VQGANModel, dict[str, float]]:
     """The run's VQGAN in `<run_dir>/tokenizer`: a copy of the shipped weights (`tokenizer_path`, default
     lvm/assets/demo_tokenizer), or, with `tokenizer_training.enabled`, one trained here on the corpus. Loaded
     back from that folder (what users load) and measured on the held-out images: `tokenizer_psnr` (video
@@ -82,9 +89,14 @@ def demo_tokenizer(cfg: DictConfig, sentences: dict[str, dict[str, list[ImageSen
     folder = run_dir / "tokenizer"
     training = OmegaConf.to_container(cfg.tokenizer_training, resolve=True)
     if training.pop("enabled"):
-        vqgan, _ = fit_tokenizer(corpus_frames(sentences["train"]), corpus_frames({"video": sentences["val"]["video"]}),
-                                 instantiate(cfg.tokenizer), default_root_dir=str(run_dir / "tokenizer_training"),
-                                 seed=cfg.seed, **training)
+        vqgan, _ = fit_tokenizer(
+            corpus_frames(sentences["train"]),
+            corpus_frames({"video": sentences["val"]["video"]}),
+            instantiate(cfg.tokenizer),
+            default_root_dir=str(run_dir / "tokenizer_training"),
+            seed=cfg.seed,
+            **training,
+        )
         save_vqgan(vqgan, folder, dtype=parse_dtype(cfg.tokenizer_save_dtype, "tokenizer_save_dtype"))
     else:
         shutil.copytree(shipped_tokenizer_source(cfg), folder, dirs_exist_ok=True)
@@ -107,13 +119,22 @@ def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> Dic
     """conf/train.yaml with experiment=demo, reading the shards and writing logs under `run_dir`; the
     sentence length follows the tokenizer, and the prompt gallery shows the held-out shards' prompts."""
     n = vqgan.config.tokens_per_image
-    overrides = ["experiment=demo", f"paths.data_dir={run_dir}", f"paths.output_dir={run_dir / 'lvm'}",
-                 f"seed={cfg.seed}", f"data.tokens_per_image={n}", f"data.seq_len={cfg.images_per_sentence * n}"]
+    overrides = [
+        "experiment=demo",
+        f"paths.data_dir={run_dir}",
+        f"paths.output_dir={run_dir / 'lvm'}",
+        f"seed={cfg.seed}",
+        f"data.tokens_per_image={n}",
+        f"data.seq_len={cfg.images_per_sentence * n}",
+    ]
     if cfg.gallery_every_n_steps is not None:
         sources = ", ".join(f"{kind}: {run_dir / 'shards' / 'val' / kind / 'manifest.json'}" for kind in KINDS)
-        overrides += ["callbacks=gallery", f"callbacks.prompt_gallery.tokenizer_path={run_dir / 'tokenizer'}",
-                      f"callbacks.prompt_gallery.prompt_sources={{{sources}}}",
-                      f"callbacks.prompt_gallery.every_n_steps={cfg.gallery_every_n_steps}"]
+        overrides += [
+            "callbacks=gallery",
+            f"callbacks.prompt_gallery.tokenizer_path={run_dir / 'tokenizer'}",
+            f"callbacks.prompt_gallery.prompt_sources={{{sources}}}",
+            f"callbacks.prompt_gallery.every_n_steps={cfg.gallery_every_n_steps}",
+        ]
     return hydra.compose("train", overrides=[*overrides, *cfg.lvm_overrides])
 
 
@@ -148,7 +169,7 @@ def write_prompt_files(prompts: dict[str, PromptSet], run_dir: Path) -> Path:
             folder = Path("prompts") / f"{task}_{i:02d}"
             (run_dir / folder).mkdir(parents=True, exist_ok=True)
 
-            def save(image: torch.Tensor, name: str) -> str:
+            def save(image: torch.Tensor, name: str, folder: Path = folder) -> str:
                 Image.fromarray(tensor_to_uint8(image)).save(run_dir / folder / name)
                 return str(folder / name)
 
@@ -156,22 +177,37 @@ def write_prompt_files(prompts: dict[str, PromptSet], run_dir: Path) -> Path:
                 frames = [save(frame, f"frame_{t:02d}.png") for t, frame in enumerate(context)]
                 index["next_frame"].append({"frames": frames, "target": save(truth, "target.png")})
             else:
-                examples = [[save(context[2 * k], f"x_{k}.png"), save(context[2 * k + 1], f"y_{k}.png")]
-                            for k in range(len(context) // 2)]
-                index["analogy"].append({"task": task, "examples": examples, "query": save(context[-1], "query.png"),
-                                         "target": save(truth, "target.png")})
+                examples = [
+                    [save(context[2 * k], f"x_{k}.png"), save(context[2 * k + 1], f"y_{k}.png")]
+                    for k in range(len(context) // 2)
+                ]
+                index["analogy"].append(
+                    {
+                        "task": task,
+                        "examples": examples,
+                        "query": save(context[-1], "query.png"),
+                        "target": save(truth, "target.png"),
+                    }
+                )
     write_json_atomic(run_dir / "prompts.json", index)
     return run_dir / "prompts.json"
 
 
-def prompt_rows(prompts: dict[str, PromptSet], generated: dict[str, torch.Tensor], per_task: int
-                ) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+def prompt_rows(
+    prompts: dict[str, PromptSet], generated: dict[str, torch.Tensor], per_task: int
+) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
     """(task, prompt images, generated image, truth) for the first `per_task` prompts of each task."""
     rows = []
     for task, prompt_set in prompts.items():
         for i in range(min(per_task, prompt_set.truth.shape[0])):
-            rows.append((task, list(tensor_to_uint8(prompt_set.contexts[i])), tensor_to_uint8(generated[task][i]),
-                         tensor_to_uint8(prompt_set.truth[i])))
+            rows.append(
+                (
+                    task,
+                    list(tensor_to_uint8(prompt_set.contexts[i])),
+                    tensor_to_uint8(generated[task][i]),
+                    tensor_to_uint8(prompt_set.truth[i]),
+                )
+            )
     return rows
 
 
@@ -219,8 +255,10 @@ def print_summary(summary: dict) -> None:
         print(f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f}")
     print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
-    print(f"The LVM {verdict} the unigram baseline; it "
-          f"{'beats' if summary.get('beats_copy_last_frame') else 'does not beat'} copy-last-frame on video.")
+    print(
+        f"The LVM {verdict} the unigram baseline; it "
+        f"{'beats' if summary.get('beats_copy_last_frame') else 'does not beat'} copy-last-frame on video."
+    )
 
 
 def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
@@ -238,9 +276,17 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
     make_corpus, build_sentences = instantiate(cfg.data_stage.make_corpus), instantiate(cfg.data_stage.sentences)
     corpus = make_corpus(run_dir / "corpus", seed=cfg.seed, **cfg.corpus)
     skips = SkipCounter()  # unreadable files are reported by name as they are met, and counted here
-    sentences = {split: build_sentences(corpus, split, cfg.images_per_sentence, seed=cfg.seed, skips=skips,
-                                        paired_epochs=cfg.paired_epochs if split == "train" else 1)
-                 for split in ("train", "val")}
+    sentences = {
+        split: build_sentences(
+            corpus,
+            split,
+            cfg.images_per_sentence,
+            seed=cfg.seed,
+            skips=skips,
+            paired_epochs=cfg.paired_epochs if split == "train" else 1,
+        )
+        for split in ("train", "val")
+    }
     lap("corpus")
 
     vqgan, tokenizer_metrics = demo_tokenizer(cfg, sentences, run_dir)
@@ -262,16 +308,24 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
     train_set = [s for k in KINDS for s in read_sentences(str(run_dir / "shards" / "train" / k), vocab_size)]
     val_set = [s for k in KINDS for s in read_sentences(str(run_dir / "shards" / "val" / k), vocab_size)]
     prompts = heldout_prompts(sentences["val"], cfg.prompting.n_prompts)
-    sampling = SamplingConfig(temperature=cfg.prompting.temperature, top_k=cfg.prompting.top_k,
-                              top_p=cfg.prompting.top_p)
+    sampling = SamplingConfig(
+        temperature=cfg.prompting.temperature, top_k=cfg.prompting.top_k, top_p=cfg.prompting.top_p
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.inference_mode():
         report = heldout_report(
-            module.model, [s.tokens for s in val_set], [s.kind for s in val_set], [s.tokens for s in train_set],
-            [s.kind for s in train_set], vqgan.config.tokens_per_image, vqgan.config.num_embeddings,
+            module.model,
+            [s.tokens for s in val_set],
+            [s.kind for s in val_set],
+            [s.tokens for s in train_set],
+            [s.kind for s in train_set],
+            vqgan.config.tokens_per_image,
+            vqgan.config.num_embeddings,
         )
-        generated = {task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
-                     for task, prompt_set in prompts.items()}
+        generated = {
+            task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
+            for task, prompt_set in prompts.items()
+        }
     pixels = pixel_report(generated, prompts, vqgan)
     rows = prompt_rows(prompts, generated, cfg.prompting.rows_per_task)
     save_grid(rows, run_dir / "prompts.png")
@@ -301,8 +355,10 @@ def pixel_targets(pixels: dict) -> dict[str, bool]:
     edge answers closer than both an all-black image and the query."""
     generated, base, targets = pixels["generated_psnr"], pixels["baseline_psnr"], {}
     if NEXT_FRAME in generated:
-        targets["next_frame"] = (generated[NEXT_FRAME] >= base[NEXT_FRAME]["copy_last_frame"] - 1.0
-                                 and generated[NEXT_FRAME] >= base[NEXT_FRAME]["mean_colour"] + 6.0)
+        targets["next_frame"] = (
+            generated[NEXT_FRAME] >= base[NEXT_FRAME]["copy_last_frame"] - 1.0
+            and generated[NEXT_FRAME] >= base[NEXT_FRAME]["mean_colour"] + 6.0
+        )
     if "gray" in generated:
         targets["gray"] = pixels["gray_saturation"] <= 0.08 and generated["gray"] >= base["gray"]["copy_query"]
     if "edges" in generated:
@@ -317,9 +373,11 @@ def main(cfg: DictConfig) -> None:
     log.info("demo config:\n%s", OmegaConf.to_yaml(cfg))
     summary = run_demo(cfg, run_dir)
     if cfg.tokenizer_only:
-        print(f"Tokenizer: {run_dir / 'tokenizer'} — held-out PSNR {summary['tokenizer_psnr']:.2f} dB (video frames), "
-              f"{summary['tokenizer_psnr_photos']:.2f} dB (photo crops), codebook usage "
-              f"{summary['tokenizer_codebook_usage']:.0%}")
+        print(
+            f"Tokenizer: {run_dir / 'tokenizer'} — held-out PSNR {summary['tokenizer_psnr']:.2f} dB (video frames), "
+            f"{summary['tokenizer_psnr_photos']:.2f} dB (photo crops), codebook usage "
+            f"{summary['tokenizer_codebook_usage']:.0%}"
+        )
         return
     print_summary(summary)
     print(f"Figure: {run_dir / 'prompts.png'}\nSummary: {run_dir / 'summary.json'}")

@@ -17,14 +17,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from lvm.core.errors import report_user_errors
 from lvm.data.shards import VisualSentence, expand_sources, iter_shard
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import save_png, sentence_codes, sentence_grid
-from lvm.core.errors import report_user_errors
 
 
-def select_sentences(shards: str | os.PathLike, keys: Sequence[str] | str | None = None, index: int = 0,
-                     count: int = 1) -> list[tuple[str, VisualSentence]]:
+def select_sentences(
+    shards: str | os.PathLike, keys: Sequence[str] | str | None = None, index: int = 0, count: int = 1
+) -> list[tuple[str, VisualSentence]]:
     """(shard path, sentence) pairs in stored order: the first sample with each of `keys`, or else
     samples `index` … `index + count - 1` counted across the shards of `shards` (see `expand_sources`;
     shards in sorted order). A key that is not there, or an index past the end, is a ValueError naming it."""
@@ -46,9 +47,11 @@ def select_sentences(shards: str | os.PathLike, keys: Sequence[str] | str | None
         missing = [k for k in wanted if k not in found]
         if missing:
             names = [Path(p).name for p in paths]
-            raise ValueError(f"{shards}: no sample with key {missing[0]!r}"
-                             + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
-                             + f" in {len(paths)} shard(s) {names[:5]}{' …' if len(names) > 5 else ''}")
+            raise ValueError(
+                f"{shards}: no sample with key {missing[0]!r}"
+                + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
+                + f" in {len(paths)} shard(s) {names[:5]}{' …' if len(names) > 5 else ''}"
+            )
         return list(found.values())  # met in stored order
     if index < 0 or count < 1:
         raise ValueError(f"index must be ≥ 0 and count ≥ 1, got index={index}, count={count}")
@@ -79,8 +82,15 @@ def detokenize(cfg: DictConfig) -> list[Path]:
         sentence_codes(sentence.tokens, sentence.n_images, model.config, where=f"{path}: sample {sentence.key}")
     written = []
     for (path, sentence), target in zip(chosen, targets):
-        grid = sentence_grid(model, sentence.tokens, sentence.n_images, where=f"{path}: sample {sentence.key}",
-                             columns=cfg.columns, padding=cfg.padding, batch_size=cfg.batch_size)
+        grid = sentence_grid(
+            model,
+            sentence.tokens,
+            sentence.n_images,
+            where=f"{path}: sample {sentence.key}",
+            columns=cfg.columns,
+            padding=cfg.padding,
+            batch_size=cfg.batch_size,
+        )
         written.append(save_png(grid, target))
         print(f"{path} sample {sentence.key}: {sentence.n_images} images → {target}")
     print(f"Wrote {len(written)} PNG grid(s) to {out_dir}")

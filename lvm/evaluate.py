@@ -17,12 +17,12 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lvm.core.devices import parse_dtype
+from lvm.core.errors import report_user_errors
 from lvm.eval.metrics import evaluate_generations
 from lvm.eval.perplexity import evaluate_perplexity, evaluate_video_perplexity
 from lvm.interop.pretrained import load_model
-from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.core.errors import report_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,49 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"task={cfg.task!r}: expected one of {', '.join(TASKS)}")
     if cfg.task == "image_metrics":
         _require(cfg, "results")
-        return evaluate_generations(cfg.results, cfg.out_dir, size=cfg.image_size,
-                                    inception_weights=cfg.inception_weights, fid_feature=cfg.fid_feature,
-                                    progress=cfg.progress)
+        return evaluate_generations(
+            cfg.results,
+            cfg.out_dir,
+            size=cfg.image_size,
+            inception_weights=cfg.inception_weights,
+            fid_feature=cfg.fid_feature,
+            progress=cfg.progress,
+        )
     _require(cfg, "model_path", "tokenizer_path", "prompts" if cfg.task == "perplexity" else "videos")
     model = load_model(cfg.model_path, device=cfg.device, dtype=parse_dtype(cfg.dtype))
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
-    common = dict(batch_size=cfg.batch_size, encode_batch_size=cfg.encode_batch_size, skip_bad=cfg.skip_bad,
-                  progress=cfg.progress, about={"model_path": str(cfg.model_path),
-                                                "tokenizer_path": str(cfg.tokenizer_path)})
+    common = dict(
+        batch_size=cfg.batch_size,
+        encode_batch_size=cfg.encode_batch_size,
+        skip_bad=cfg.skip_bad,
+        progress=cfg.progress,
+        about={"model_path": str(cfg.model_path), "tokenizer_path": str(cfg.tokenizer_path)},
+    )
     if cfg.task == "perplexity":
-        summary = evaluate_perplexity(model, vqgan, cfg.prompts, cfg.out_dir, base_dir=cfg.base_dir,
-                                      input_key=cfg.input_key, target_key=cfg.target_key, **common)
+        summary = evaluate_perplexity(
+            model,
+            vqgan,
+            cfg.prompts,
+            cfg.out_dir,
+            base_dir=cfg.base_dir,
+            input_key=cfg.input_key,
+            target_key=cfg.target_key,
+            **common,
+        )
     else:
         videos = OmegaConf.to_object(cfg.videos) if OmegaConf.is_config(cfg.videos) else cfg.videos
-        summary = evaluate_video_perplexity(model, vqgan, videos, cfg.out_dir, n_context_frames=cfg.n_context_frames,
-                                            n_target_frames=cfg.n_target_frames, stride=cfg.stride, seed=cfg.seed,
-                                            center_crop=cfg.center_crop, **common)
+        summary = evaluate_video_perplexity(
+            model,
+            vqgan,
+            videos,
+            cfg.out_dir,
+            n_context_frames=cfg.n_context_frames,
+            n_target_frames=cfg.n_target_frames,
+            stride=cfg.stride,
+            seed=cfg.seed,
+            center_crop=cfg.center_crop,
+            **common,
+        )
     return summary
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig
 
+from lvm.core.devices import parse_dtype
+from lvm.core.errors import report_user_errors
 from lvm.generation.batch import VisualPrompt, generate_for_prompts, read_prompts
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
 from lvm.interop.pretrained import load_model
-from lvm.core.devices import parse_dtype
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.core.errors import report_user_errors
 
 
 def prompts_from_config(cfg: DictConfig) -> list[VisualPrompt]:
@@ -50,14 +50,24 @@ def generate(cfg: DictConfig) -> list[dict]:
     model = load_model(cfg.model_path, device=cfg.device, dtype=dtype)
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
     engine = GenerationEngine(model, compile_decode=cfg.compile_decode)
-    sampling = SamplingConfig(temperature=cfg.sampling.temperature, top_k=cfg.sampling.top_k,
-                              top_p=cfg.sampling.top_p)
+    sampling = SamplingConfig(temperature=cfg.sampling.temperature, top_k=cfg.sampling.top_k, top_p=cfg.sampling.top_p)
     resize = cfg.resize_output
     resize = list(resize) if isinstance(resize, ListConfig) else resize
     results = generate_for_prompts(
-        engine, vqgan, prompts, cfg.out_dir, sampling, n_new_frames=cfg.n_new_frames, n_candidates=cfg.n_candidates,
-        batch_size=cfg.batch_size, seed=cfg.seed, resize_output=resize, include_input=cfg.include_input,
-        max_context_frames=cfg.max_context_frames, frame_stride=cfg.frame_stride)
+        engine,
+        vqgan,
+        prompts,
+        cfg.out_dir,
+        sampling,
+        n_new_frames=cfg.n_new_frames,
+        n_candidates=cfg.n_candidates,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        resize_output=resize,
+        include_input=cfg.include_input,
+        max_context_frames=cfg.max_context_frames,
+        frame_stride=cfg.frame_stride,
+    )
     print(f"Wrote {len(results)} prompt(s) × {cfg.n_candidates} candidate(s) to {cfg.out_dir} (results.jsonl)")
     return results
 

@@ -24,11 +24,6 @@ stop the run with `strict=true`.
 
 from __future__ import annotations
 
-from lvm.core.devices import resolve_device
-from lvm.core.devices import resolve_precision
-from lvm.core.progress import ImagesPerSecond
-from lvm.data.shards import PROGRESS_DIR
-
 import glob
 import hashlib
 import json
@@ -49,19 +44,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
+from lvm.core.atomic_files import write_json_atomic
+from lvm.core.devices import resolve_device, resolve_precision
+from lvm.core.errors import report_user_errors
+from lvm.core.progress import ImagesPerSecond
+from lvm.data.shards import PROGRESS_DIR, VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
 from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
+from lvm.media.images import ImageReadError, read_image_array
 from lvm.media.skips import BadInputError
 from lvm.media.video import read_video_frames
-from lvm.data.shards import VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
-from lvm.core.atomic_files import write_json_atomic
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import encode_images, to_channels_last
-from lvm.media.images import ImageReadError, read_image_array
 from lvm.tokenizer.vqgan import VQGANModel
-from lvm.core.errors import report_user_errors
-
 
 # --- which files ----------------------------------------------------------------------------------
+
 
 def list_inputs(inputs: str | Sequence[str]) -> list[str]:
     """Image and video paths from folders (searched recursively), globs, single files, and `.txt`
@@ -74,8 +71,9 @@ def list_inputs(inputs: str | Sequence[str]) -> list[str]:
     media = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
     found = expand_inputs(inputs, media)
     if not found:
-        raise FileNotFoundError(f"inputs: no image or video files in {list(map(str, inputs))} "
-                                f"(extensions {', '.join(media)})")
+        raise FileNotFoundError(
+            f"inputs: no image or video files in {list(map(str, inputs))} (extensions {', '.join(media)})"
+        )
     return sorted({os.path.abspath(p) for p in found})
 
 
@@ -97,8 +95,10 @@ def plan_shards(files: Sequence[str], files_per_shard: int, prefix: str = "shard
     """Consecutive runs of `files_per_shard` files, one per shard."""
     if files_per_shard < 1:
         raise ValueError(f"files_per_shard must be >= 1, got {files_per_shard}")
-    return [ShardPlan(i, f"{prefix}-{i:06d}.tar", start, list(files[start:start + files_per_shard]))
-            for i, start in enumerate(range(0, len(files), files_per_shard))]
+    return [
+        ShardPlan(i, f"{prefix}-{i:06d}.tar", start, list(files[start : start + files_per_shard]))
+        for i, start in enumerate(range(0, len(files), files_per_shard))
+    ]
 
 
 def file_plan(files: Sequence[str], files_per_shard: int, tokenizer: dict) -> dict[str, Any]:
@@ -121,11 +121,19 @@ def shard_is_done(out_dir: Path, shard: ShardPlan) -> bool:
 
 # --- decoding, in DataLoader workers ---------------------------------------------------------------
 
+
 class MediaFiles(Dataset):
     """Item i: {"index", "path", "frames": (n, 3, R, R) uint8 or None, "error": reason or None}."""
 
-    def __init__(self, files: Sequence[str], first_index: Sequence[int], resolution: int,
-                 center_crop: float | None, frame_stride: int, max_frames: int | None) -> None:
+    def __init__(
+        self,
+        files: Sequence[str],
+        first_index: Sequence[int],
+        resolution: int,
+        center_crop: float | None,
+        frame_stride: int,
+        max_frames: int | None,
+    ) -> None:
         self.files, self.first_index = list(files), list(first_index)
         self.resolution, self.center_crop = resolution, center_crop
         self.frame_stride, self.max_frames = frame_stride, max_frames
@@ -135,7 +143,7 @@ class MediaFiles(Dataset):
 
     def _frames(self, path: str) -> np.ndarray:
         if is_video(path):
-            frames = read_video_frames(path, self.resolution)[::self.frame_stride][:self.max_frames]
+            frames = read_video_frames(path, self.resolution)[:: self.frame_stride][: self.max_frames]
             return np.stack(frames)
         return read_image_array(path, self.resolution, self.center_crop)[None]
 
@@ -161,6 +169,7 @@ def keep_as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the job ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class TokenizeSettings:
     batch_size: int = 64
@@ -179,18 +188,29 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _encode_items(model: VQGANModel, items: list[dict[str, Any]], device: torch.device,
-                  settings: TokenizeSettings) -> list[np.ndarray]:
+def _encode_items(
+    model: VQGANModel, items: list[dict[str, Any]], device: torch.device, settings: TokenizeSettings
+) -> list[np.ndarray]:
     """Codes (n_frames · tokens_per_image,) uint16 of each decoded item, in order."""
     frames = torch.cat([item["frames"] for item in items])
     # uint8 → [0, 1] on the device: a quarter of the bytes cross to the GPU (x / 255, as the original).
     images = frames.to(device, non_blocking=True).float().div_(255.0)
-    codes = encode_images(model, images, batch_size=settings.batch_size, channels_last=settings.channels_last,
-                          autocast_dtype=settings.autocast_dtype).cpu().numpy().astype(np.uint16)
+    codes = (
+        encode_images(
+            model,
+            images,
+            batch_size=settings.batch_size,
+            channels_last=settings.channels_last,
+            autocast_dtype=settings.autocast_dtype,
+        )
+        .cpu()
+        .numpy()
+        .astype(np.uint16)
+    )
     out, start = [], 0
     for item in items:
         n = item["frames"].shape[0]
-        out.append(codes[start:start + n].reshape(-1))
+        out.append(codes[start : start + n].reshape(-1))
         start += n
     return out
 
@@ -201,21 +221,42 @@ def _sentence_of(item: dict[str, Any], tokens: np.ndarray, root: str) -> VisualS
     return VisualSentence(tokens=tokens, kind=kind, source=[os.path.relpath(item["path"], root)], n_images=n)
 
 
-def tokenize_shards(model: VQGANModel, shards: list[ShardPlan], out_dir: Path, root: str, device: torch.device,
-                    settings: TokenizeSettings, console: Console | None = None) -> dict[str, int]:
+def tokenize_shards(
+    model: VQGANModel,
+    shards: list[ShardPlan],
+    out_dir: Path,
+    root: str,
+    device: torch.device,
+    settings: TokenizeSettings,
+    console: Console | None = None,
+) -> dict[str, int]:
     """Decode (workers) → encode → write each shard of `shards`; returns counts of this process."""
     files = [f for shard in shards for f in shard.files]
     first = [shard.first + j for shard in shards for j in range(len(shard.files))]
-    dataset = MediaFiles(files, first, model.config.resolution, settings.center_crop, settings.frame_stride,
-                         settings.max_frames)
+    dataset = MediaFiles(
+        files, first, model.config.resolution, settings.center_crop, settings.frame_stride, settings.max_frames
+    )
     # Videos give many frames per file: fewer files per loader batch keeps encode batches near batch_size.
     files_per_batch = settings.batch_size if not any(map(is_video, files)) else max(1, settings.batch_size // 16)
-    loader = DataLoader(dataset, batch_size=files_per_batch, collate_fn=keep_as_list,
-                        num_workers=settings.num_workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if settings.num_workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=files_per_batch,
+        collate_fn=keep_as_list,
+        num_workers=settings.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if settings.num_workers else None,
+    )
     totals = {"files": 0, "images": 0, "samples": 0, "tokens": 0, "skipped": 0, "shards": 0}
-    progress = Progress(TextColumn("[bold]tokenize"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                        ImagesPerSecond(), TimeElapsedColumn(), console=console, disable=not settings.progress)
+    progress = Progress(
+        TextColumn("[bold]tokenize"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        ImagesPerSecond(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not settings.progress,
+    )
     pending = iter(shards)
     shard = next(pending, None)
     sentences: list[VisualSentence] = []
@@ -254,17 +295,34 @@ def tokenize_shards(model: VQGANModel, shards: list[ShardPlan], out_dir: Path, r
     return totals
 
 
-def _finish_shard(out_dir: Path, shard: ShardPlan, sentences: list[VisualSentence], keys: list[str],
-                  skipped: list[dict[str, str]], model: VQGANModel) -> None:
+def _finish_shard(
+    out_dir: Path,
+    shard: ShardPlan,
+    sentences: list[VisualSentence],
+    keys: list[str],
+    skipped: list[dict[str, str]],
+    model: VQGANModel,
+) -> None:
     """The shard (atomically), then its summary (atomically): a shard counts as done only once both
     exist, so a crash in between redoes it."""
     config = model.config
     entry = {"samples": 0, "tokens": 0, "kinds": {}}  # every file of the shard skipped: no tar at all
     if sentences:
-        entry = write_shard_file(out_dir / shard.name, sentences, keys, vocab_size=config.num_embeddings,
-                                 tokens_per_image=config.tokens_per_image)
-    summary = {"path": shard.name, "samples": entry["samples"], "tokens": entry["tokens"], "kinds": entry["kinds"],
-               "files": len(shard.files), "skipped": skipped}
+        entry = write_shard_file(
+            out_dir / shard.name,
+            sentences,
+            keys,
+            vocab_size=config.num_embeddings,
+            tokens_per_image=config.tokens_per_image,
+        )
+    summary = {
+        "path": shard.name,
+        "samples": entry["samples"],
+        "tokens": entry["tokens"],
+        "kinds": entry["kinds"],
+        "files": len(shard.files),
+        "skipped": skipped,
+    }
     write_json_atomic(out_dir / PROGRESS_DIR / f"{shard.name}.json", summary)
 
 
@@ -276,9 +334,15 @@ def write_final_manifest(out_dir: Path, shards: list[ShardPlan], model: VQGANMod
         for kind, tokens in summary["kinds"].items():
             kinds[kind] = kinds.get(kind, 0) + tokens
     skipped = [entry for summary in summaries for entry in summary["skipped"]]
-    manifest = manifest_dict([s for s in summaries if s["samples"]], kinds, model.config.tokens_per_image,
-                             model.config.num_embeddings, config, files=sum(s["files"] for s in summaries),
-                             skipped=skipped)
+    manifest = manifest_dict(
+        [s for s in summaries if s["samples"]],
+        kinds,
+        model.config.tokens_per_image,
+        model.config.num_embeddings,
+        config,
+        files=sum(s["files"] for s in summaries),
+        skipped=skipped,
+    )
     write_manifest(out_dir, manifest)
     return manifest
 
@@ -295,10 +359,16 @@ def tokenize(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     (out_dir / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     settings = TokenizeSettings(
-        batch_size=cfg.batch_size, num_workers=cfg.num_workers, center_crop=cfg.center_crop,
-        frame_stride=cfg.video.frame_stride, max_frames=cfg.video.max_frames, channels_last=cfg.channels_last,
-        autocast_dtype=resolve_precision(cfg.precision, device), strict=cfg.strict,
-        progress=cfg.progress and rank == 0)
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        center_crop=cfg.center_crop,
+        frame_stride=cfg.video.frame_stride,
+        max_frames=cfg.video.max_frames,
+        channels_last=cfg.channels_last,
+        autocast_dtype=resolve_precision(cfg.precision, device),
+        strict=cfg.strict,
+        progress=cfg.progress and rank == 0,
+    )
     if settings.frame_stride < 1:
         raise ValueError(f"video.frame_stride must be >= 1, got {settings.frame_stride}")
 
@@ -312,9 +382,11 @@ def tokenize(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     mine = [s for s in shards if s.index % world_size == rank]
     todo = [s for s in mine if not shard_is_done(out_dir, s)]
     if rank == 0:
-        console.print(f"{len(files)} files → {len(shards)} shards in {out_dir} "
-                      f"({world_size} process{'es' if world_size > 1 else ''}, device {device}); "
-                      f"this process: {len(mine) - len(todo)} of {len(mine)} shards already done")
+        console.print(
+            f"{len(files)} files → {len(shards)} shards in {out_dir} "
+            f"({world_size} process{'es' if world_size > 1 else ''}, device {device}); "
+            f"this process: {len(mine) - len(todo)} of {len(mine)} shards already done"
+        )
     start = time.perf_counter()
     totals = tokenize_shards(model, todo, out_dir, root, device, settings, console)
     totals["seconds"] = time.perf_counter() - start
@@ -324,9 +396,13 @@ def tokenize(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         missing = [s.name for s in shards if not shard_is_done(out_dir, s)]
         if missing:
             raise RuntimeError(f"{out_dir}: shards {missing[:5]} are not done; rerun to finish them")
-        config = {"inputs": list(map(str, cfg.inputs)), "tokenizer_path": str(cfg.tokenizer_path),
-                  "files_per_shard": cfg.files_per_shard, "center_crop": cfg.center_crop,
-                  "video": OmegaConf.to_container(cfg.video)}
+        config = {
+            "inputs": list(map(str, cfg.inputs)),
+            "tokenizer_path": str(cfg.tokenizer_path),
+            "files_per_shard": cfg.files_per_shard,
+            "center_crop": cfg.center_crop,
+            "video": OmegaConf.to_container(cfg.video),
+        }
         totals["manifest"] = write_final_manifest(out_dir, shards, model, config)
         print_summary(console, totals, out_dir)
     if world_size > 1:
@@ -340,8 +416,14 @@ def print_summary(console: Console, totals: dict[str, Any], out_dir: Path) -> No
     for column in ("files", "samples", "tokens", "skipped", "this run: images", "this run: img/s"):
         table.add_column(column, justify="right")
     rate = totals["images"] / totals["seconds"] if totals["seconds"] > 0 else 0.0
-    table.add_row(str(manifest["files"]), str(manifest["samples"]), str(manifest["tokens"]),
-                  str(len(manifest["skipped"])), str(totals["images"]), f"{rate:.1f}")
+    table.add_row(
+        str(manifest["files"]),
+        str(manifest["samples"]),
+        str(manifest["tokens"]),
+        str(len(manifest["skipped"])),
+        str(totals["images"]),
+        f"{rate:.1f}",
+    )
     console.print(table)
     for entry in manifest["skipped"]:
         console.print(f"[yellow]skipped[/] {entry['path']}: {entry['reason']}")

@@ -16,10 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lvm.core.atomic_files import resolve_directory
-from lvm.training.lit_module import LVMLitModule
-from lvm.model.config import ModelConfig
-from lvm.interop.pretrained import load_pretrained_into
 from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
+from lvm.interop.pretrained import load_pretrained_into
+from lvm.model.config import ModelConfig
+from lvm.training.lit_module import LVMLitModule
 
 
 def check_sequence_fits(seq_len: int, tokens_per_image: int, model_config: ModelConfig) -> None:
@@ -59,7 +59,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     skipped = getattr(datamodule, "skipped_shards", 0)
     if skipped:  # each one was named in a CorruptShardWarning when it was met
-        print(f"data: skipped {skipped} unreadable shard(s) on rank {trainer.global_rank} (data.strict=true refuses them)")
+        print(
+            f"data: skipped {skipped} unreadable shard(s) on rank {trainer.global_rank} (data.strict=true refuses them)"
+        )
     metrics["data/skipped_shards"] = float(skipped)
     return metrics
 

@@ -15,10 +15,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 from lvm.tokenizer.checkpoint import save_vqgan
 from lvm.tokenizer.training.image_data import ImageFolderDataModule
 from lvm.tokenizer.training.lit_module import VQGANLitModule
-from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 
 
 def train_tokenizer(cfg: DictConfig) -> dict[str, float]:
@@ -38,8 +38,10 @@ def train_tokenizer(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         folder = save_vqgan(module.vqgan, cfg.tokenizer_dir)
         datamodule.skips.report()
-        print(f"tokenizer saved to {folder} after {trainer.global_step} steps; validation: "
-              + ", ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items())))
+        print(
+            f"tokenizer saved to {folder} after {trainer.global_step} steps; validation: "
+            + ", ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
+        )
     return metrics
 
 

@@ -42,7 +42,9 @@ def write_demo_shards(root: Path, n_train: int = 48, n_val: int = 8, seed: int =
     rng = np.random.default_rng(seed)
     for split, count in (("train", n_train), ("val", n_val)):
         for kind in ("video", "paired", "sequence"):
-            with ShardWriter(root / "shards" / split / kind, max_samples_per_shard=16, tokens_per_image=TOKENS_PER_IMAGE) as w:
+            with ShardWriter(
+                root / "shards" / split / kind, max_samples_per_shard=16, tokens_per_image=TOKENS_PER_IMAGE
+            ) as w:
                 for _ in range(count):
                     w.write(make_sentence(kind, rng))
     return root

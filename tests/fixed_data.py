@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 
 class GlobalBatchSlices(IterableDataset):
-    def __init__(self, num_batches: int, global_batch: int, seq_len: int, rank: int, world_size: int, seed: int,
-                 start: int = 0) -> None:
+    def __init__(
+        self, num_batches: int, global_batch: int, seq_len: int, rank: int, world_size: int, seed: int, start: int = 0
+    ) -> None:
         if global_batch % world_size:
             raise ValueError(f"global_batch {global_batch} is not divisible by {world_size} processes")
         self.num_batches, self.global_batch, self.seq_len, self.seed = num_batches, global_batch, seq_len, seed
@@ -30,15 +31,23 @@ class GlobalBatchSlices(IterableDataset):
 class FixedGlobalBatches(pl.LightningDataModule):
     """`num_batches` global batches of `global_batch` random-token sentences, split across ranks."""
 
-    def __init__(self, global_batch: int = 4, seq_len: int = 32, tokens_per_image: int = 16, num_batches: int = 64,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, global_batch: int = 4, seq_len: int = 32, tokens_per_image: int = 16, num_batches: int = 64, seed: int = 0
+    ) -> None:
         super().__init__()
         self.global_batch, self.seq_len, self.tokens_per_image = global_batch, seq_len, tokens_per_image
         self.num_batches, self.seed = num_batches, seed
 
     def _loader(self, seed: int, start: int = 0) -> DataLoader:
-        dataset = GlobalBatchSlices(self.num_batches, self.global_batch, self.seq_len, self.trainer.global_rank,
-                                    self.trainer.world_size, seed, start)
+        dataset = GlobalBatchSlices(
+            self.num_batches,
+            self.global_batch,
+            self.seq_len,
+            self.trainer.global_rank,
+            self.trainer.world_size,
+            seed,
+            start,
+        )
         # Iterable: each item is already this rank's slice, and Lightning adds no DistributedSampler.
         return DataLoader(dataset, batch_size=None, shuffle=False)
 

@@ -25,16 +25,20 @@ def read_frames_the_original_way(path: str | Path, size: int, center_crop: float
             break
         if center_crop < 1.0:
             height, width, _ = frame.shape
-            frame = frame[int((1 - center_crop) * height / 2):int((1 + center_crop) * height / 2),
-                          int((1 - center_crop) * width / 2):int((1 + center_crop) * width / 2), :]
+            frame = frame[
+                int((1 - center_crop) * height / 2) : int((1 + center_crop) * height / 2),
+                int((1 - center_crop) * width / 2) : int((1 + center_crop) * width / 2),
+                :,
+            ]
         frames.append(np.ascontiguousarray(cv2.resize(frame, (size, size))[..., ::-1]))
     capture.release()
     assert frames, f"OpenCV decoded no frame of {path}"
     return frames
 
 
-def write_detailed_video(path: Path, n_frames: int = 6, width: int = 160, height: int = 120,
-                         codec: str | None = None) -> Path:
+def write_detailed_video(
+    path: Path, n_frames: int = 6, width: int = 160, height: int = 120, codec: str | None = None
+) -> Path:
     """A width×height video of fine moving stripes and a gradient: detail that antialiased and plain
     bilinear shrinking render differently, so a test can tell the two apart."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)

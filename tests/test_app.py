@@ -26,20 +26,28 @@ from gradio_client.exceptions import AppError
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from lvm.app import (DemoRunError, PageSources, UploadError, UploadLimits, read_upload_image,
-                     read_upload_video, resolve_page_sources, serve)
+from lvm.app import (
+    DemoRunError,
+    PageSources,
+    UploadError,
+    UploadLimits,
+    read_upload_image,
+    read_upload_video,
+    resolve_page_sources,
+    serve,
+)
 from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
+from lvm.interop.pretrained import load_model
+from lvm.media.images import load_image, tensor_to_uint8
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.interop.pretrained import load_model
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.grid import image_grid
-from lvm.media.images import load_image, tensor_to_uint8
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 32            # px, the tiny VQGAN's resolution: 8×8 = 64 codes per image
+SIZE = 32  # px, the tiny VQGAN's resolution: 8×8 = 64 codes per image
 MAX_UPLOAD_MB = 0.02  # 20 971 bytes
 MAX_PIXELS = 128 * 128
 EMPTY_PAIRS = (None,) * 4  # example rows 2 and 3 of the page's 3
@@ -64,7 +72,7 @@ def save_video(path: Path, n_frames: int) -> Path:
         stream.pix_fmt = "yuv420p"
         for i in range(n_frames):
             pixels = np.zeros((64, 64, 3), dtype=np.uint8)
-            pixels[20:40, 4 + 6 * i:24 + 6 * i] = (250, 200, 40)
+            pixels[20:40, 4 + 6 * i : 24 + 6 * i] = (250, 200, 40)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -77,12 +85,18 @@ def read_png(path: str) -> np.ndarray:
 def save_tiny_lvm(path: Path, n_images: int) -> Path:
     """A tiny random LVM whose context holds `n_images` images of the tiny VQGAN, saved as our .ckpt."""
     torch.manual_seed(0)
-    config = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=72,
-                         max_seq_len=n_images * 64)
+    config = ModelConfig(
+        hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=72, max_seq_len=n_images * 64
+    )
     model = LLaMA(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"model.{name}": tensor for name, tensor in model.state_dict().items()},
-                "hyper_parameters": {"model_config": config.to_dict()}}, path)
+    torch.save(
+        {
+            "state_dict": {f"model.{name}": tensor for name, tensor in model.state_dict().items()},
+            "hyper_parameters": {"model_config": config.to_dict()},
+        },
+        path,
+    )
     return path
 
 
@@ -107,14 +121,23 @@ def write_demo_run(run_dir: Path, vqgan_dir: Path | None = None, finished: bool 
     analogy = []
     for i, task in enumerate(("gray", "gray", "edges")):
         folder = f"prompts/{task}_{i:02d}"
-        analogy.append({"task": task, "examples": [[image(f"{folder}/x_{j}.png", 100 * i + 2 * j),
-                                                    image(f"{folder}/y_{j}.png", 100 * i + 2 * j + 1)]
-                                                   for j in range(3)],
-                        "query": image(f"{folder}/query.png", 100 * i + 50),
-                        "target": image(f"{folder}/target.png", 100 * i + 51)})
+        analogy.append(
+            {
+                "task": task,
+                "examples": [
+                    [image(f"{folder}/x_{j}.png", 100 * i + 2 * j), image(f"{folder}/y_{j}.png", 100 * i + 2 * j + 1)]
+                    for j in range(3)
+                ],
+                "query": image(f"{folder}/query.png", 100 * i + 50),
+                "target": image(f"{folder}/target.png", 100 * i + 51),
+            }
+        )
     frames = [image(f"prompts/next_frame_00/frame_{j:02d}.png", 500 + j) for j in range(7)]
-    prompts = {"version": 1, "next_frame": [{"frames": frames, "target": image("prompts/next_frame_00/target.png", 9)}],
-               "analogy": analogy}
+    prompts = {
+        "version": 1,
+        "next_frame": [{"frames": frames, "target": image("prompts/next_frame_00/target.png", 9)}],
+        "analogy": analogy,
+    }
     (run_dir / "prompts.json").write_text(json.dumps(prompts))
     if finished:
         (run_dir / "summary.json").write_text("{}")
@@ -129,10 +152,10 @@ def world(tmp_path_factory, vqgan_dir) -> dict:
     files = {name: save_image(root / f"{name}.png", 40, seed) for seed, name in enumerate(("x1", "y1", "query"))}
     files["frames"] = [save_image(root / f"frame_{i}.png", 48, 10 + i) for i in (10, 2, 1)]  # named out of order
     files["video"] = save_video(root / "clip.mp4", 6)
-    files["noise"] = save_image(root / "noise.png", 100, 20)      # ~30 kB: over the size limit, not the pixel one
-    files["wide"] = root / "wide.png"                           # 40 000 px: over the pixel limit, ~1 kB
+    files["noise"] = save_image(root / "noise.png", 100, 20)  # ~30 kB: over the size limit, not the pixel one
+    files["wide"] = root / "wide.png"  # 40 000 px: over the pixel limit, ~1 kB
     Image.new("RGB", (200, 200), (30, 60, 90)).save(files["wide"])
-    files["fake"] = root / "photo.png"                          # an image's name, a text's content
+    files["fake"] = root / "photo.png"  # an image's name, a text's content
     files["fake"].write_text("not a picture")
     files["fake_video"] = root / "movie.mp4"
     files["fake_video"].write_text("not a video")
@@ -140,13 +163,26 @@ def world(tmp_path_factory, vqgan_dir) -> dict:
     files["text"].write_text("not a picture")
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("app", overrides=[f"model_path={root / 'lvm.ckpt'}", f"tokenizer_path={vqgan_dir}",
-                                        f"server_port={free_port()}", f"limits.max_upload_mb={MAX_UPLOAD_MB}",
-                                        f"limits.max_pixels={MAX_PIXELS}"])
+        cfg = compose(
+            "app",
+            overrides=[
+                f"model_path={root / 'lvm.ckpt'}",
+                f"tokenizer_path={vqgan_dir}",
+                f"server_port={free_port()}",
+                f"limits.max_upload_mb={MAX_UPLOAD_MB}",
+                f"limits.max_pixels={MAX_PIXELS}",
+            ],
+        )
     app = serve(cfg, prevent_thread_lock=True)
     try:
-        yield {"app": app, "cfg": cfg, "client": Client(app.local_url, verbose=False), "files": files,
-               "model": load_model(root / "lvm.ckpt"), "vqgan": load_vqgan(vqgan_dir)}
+        yield {
+            "app": app,
+            "cfg": cfg,
+            "client": Client(app.local_url, verbose=False),
+            "files": files,
+            "model": load_model(root / "lvm.ckpt"),
+            "vqgan": load_vqgan(vqgan_dir),
+        }
     finally:
         app.close()
 
@@ -174,8 +210,9 @@ def test_server_listens_on_loopback_only(world):
 
 def test_analogy_candidates_are_prompting_alone_with_seed_plus_i(world):
     files, model, vqgan = world["files"], world["model"], world["vqgan"]
-    prompt, candidates = world["client"].predict(*analogy_args(files["x1"], files["y1"], files["query"]),
-                                                 api_name="/analogy")
+    prompt, candidates = world["client"].predict(
+        *analogy_args(files["x1"], files["y1"], files["query"]), api_name="/analogy"
+    )
     assert [item["caption"] for item in prompt] == ["x1", "y1", "query"]
     assert [item["caption"] for item in candidates] == ["candidate 1 · seed 5", "candidate 2 · seed 6"]
     examples = [(load_image(files["x1"], SIZE), load_image(files["y1"], SIZE))]
@@ -184,16 +221,18 @@ def test_analogy_candidates_are_prompting_alone_with_seed_plus_i(world):
     for i, item in enumerate(candidates):
         picture = read_png(item["image"])
         assert picture.shape == (SIZE, SIZE, 3)
-        alone = analogy_prompting(model, vqgan, examples, query, SamplingConfig(), 1,
-                                  torch.Generator().manual_seed(5 + i))[0]
+        alone = analogy_prompting(
+            model, vqgan, examples, query, SamplingConfig(), 1, torch.Generator().manual_seed(5 + i)
+        )[0]
         assert np.array_equal(picture, tensor_to_uint8(alone)), f"candidate {i + 1}"
 
 
 def test_analogy_keeps_the_last_pairs_that_fit(world):
     files = world["files"]
     pairs = [handle_file(str(files[name])) for name in ("x1", "y1", "y1", "x1", "query", "y1")]
-    prompt, candidates = world["client"].predict(*pairs, handle_file(str(files["query"])), 0.0, 0, 1.0, 1, 0,
-                                                 api_name="/analogy")
+    prompt, candidates = world["client"].predict(
+        *pairs, handle_file(str(files["query"])), 0.0, 0, 1.0, 1, 0, api_name="/analogy"
+    )
     # 3 pairs + query + answer need 8 images; the model's context holds 6: 2 pairs, the earliest dropped
     assert [item["caption"] for item in prompt] == ["x2", "y2", "x3", "y3", "query"]
     assert len(candidates) == 1
@@ -201,8 +240,9 @@ def test_analogy_keeps_the_last_pairs_that_fit(world):
 
 def test_candidates_stream_in_one_at_a_time(world):
     files = world["files"]
-    job = world["client"].submit(*analogy_args(files["x1"], files["y1"], files["query"], n_candidates=3,
-                                               temperature=0.0), api_name="/analogy")
+    job = world["client"].submit(
+        *analogy_args(files["x1"], files["y1"], files["query"], n_candidates=3, temperature=0.0), api_name="/analogy"
+    )
     job.result(timeout=60)
     assert [len(candidates) for _, candidates in job.outputs()] == [0, 1, 2, 3]
 
@@ -210,16 +250,16 @@ def test_candidates_stream_in_one_at_a_time(world):
 def test_frames_and_video_continue(world):
     files, model, vqgan, client = world["files"], world["model"], world["vqgan"], world["client"]
     sampling = (1.0, 0, 1.0, 1, 3)  # temperature, top-k, top-p, one candidate, seed 3
-    prompt, candidates = client.predict(None, gallery(files["frames"]), 2, 5, 1, *sampling,
-                                        api_name="/continue_video")
+    prompt, candidates = client.predict(None, gallery(files["frames"]), 2, 5, 1, *sampling, api_name="/continue_video")
     # 5 context frames asked (all that fit beside a new one in the model's 6 images); 3 uploaded, in name order
     assert [item["caption"] for item in prompt] == ["frame_1.png", "frame_2.png", "frame_10.png"]
     context = torch.stack([load_image(f, SIZE) for f in sorted(files["frames"], key=lambda p: int(p.stem[6:]))])
     new = sequential_prompting(model, vqgan, context, 2, SamplingConfig(), 1, torch.Generator().manual_seed(3))[0]
     assert np.array_equal(read_png(candidates[0]["image"]), image_grid(new, columns=2))  # a strip of 2 frames
 
-    prompt, candidates = client.predict(handle_file(str(files["video"])), None, 1, 3, 2, *sampling,
-                                        api_name="/continue_video")
+    prompt, candidates = client.predict(
+        handle_file(str(files["video"])), None, 1, 3, 2, *sampling, api_name="/continue_video"
+    )
     assert [item["caption"] for item in prompt] == ["frame 2 of 6", "frame 4 of 6", "frame 6 of 6"]
     assert read_png(candidates[0]["image"]).shape == (SIZE + 4, SIZE + 4, 3)  # one frame, 2 px border
 
@@ -236,8 +276,9 @@ def test_non_images_are_refused_naming_the_file(world):
     with pytest.raises(AppError, match=r"photo\.png: not an image"):
         client.predict(None, gallery([files["fake"]]), 1, 3, 1, 1.0, 0, 1.0, 1, 0, api_name="/continue_video")
     with pytest.raises(AppError, match=r"movie\.mp4: not a video PyAV can open"):
-        client.predict(handle_file(str(files["fake_video"])), None, 1, 3, 1, 1.0, 0, 1.0, 1, 0,
-                       api_name="/continue_video")
+        client.predict(
+            handle_file(str(files["fake_video"])), None, 1, 3, 1, 1.0, 0, 1.0, 1, 0, api_name="/continue_video"
+        )
     with pytest.raises(AppError, match=r"example 1: upload both x and y \(only x given\)"):
         client.predict(*analogy_args(files["x1"], None, files["query"]), api_name="/analogy")
 
@@ -264,6 +305,7 @@ def test_an_uploaded_video_is_read_as_the_original_reads_videos(tmp_path):
 
 
 # A demo run: the page's model, tokenizer and examples.
+
 
 def test_latest_demo_run_is_the_newest_finished_one(tmp_path):
     runs = tmp_path / "runs"
@@ -310,24 +352,39 @@ def test_missing_demo_runs_are_errors_saying_what_to_do(tmp_path):
     with pytest.raises(DemoRunError, match=r"last\.ckpt: not found in demo run .*pass model_path=\.\.\."):
         resolve_page_sources(unfinished, runs)
     # The command says it in one line and exits with status 1 (not Hydra's traceback).
-    done = subprocess.run([sys.executable, "-m", "lvm.app", f"paths.log_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lvm.app", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert re.fullmatch(rf"error: no finished demo run in {re.escape(str(runs))} .*{hint}",
-                        done.stderr.strip().splitlines()[-1])
+    assert re.fullmatch(
+        rf"error: no finished demo run in {re.escape(str(runs))} .*{hint}", done.stderr.strip().splitlines()[-1]
+    )
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda data: data.pop("analogy"), r"field 'analogy' is missing"),
-    (lambda data: data.update(version=2), r"field 'version' should be 1, got 2"),
-    (lambda data: data["analogy"][0].update(task=""), r"field 'analogy\[0\]\.task' should be a non-empty str"),
-    (lambda data: data["analogy"][1]["examples"][2].pop(),
-     r"field 'analogy\[1\]\.examples\[2\]' should be an \[x, y\] pair of paths"),
-    (lambda data: data["analogy"][2].update(query="prompts/gone.png"),
-     r"field 'analogy\[2\]\.query' names .*gone\.png, which does not exist"),
-    (lambda data: data["next_frame"][0].update(frames="clip.mp4"),
-     r"field 'next_frame\[0\]\.frames' should be a list, got \"clip\.mp4\""),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda data: data.pop("analogy"), r"field 'analogy' is missing"),
+        (lambda data: data.update(version=2), r"field 'version' should be 1, got 2"),
+        (lambda data: data["analogy"][0].update(task=""), r"field 'analogy\[0\]\.task' should be a non-empty str"),
+        (
+            lambda data: data["analogy"][1]["examples"][2].pop(),
+            r"field 'analogy\[1\]\.examples\[2\]' should be an \[x, y\] pair of paths",
+        ),
+        (
+            lambda data: data["analogy"][2].update(query="prompts/gone.png"),
+            r"field 'analogy\[2\]\.query' names .*gone\.png, which does not exist",
+        ),
+        (
+            lambda data: data["next_frame"][0].update(frames="clip.mp4"),
+            r"field 'next_frame\[0\]\.frames' should be a list, got \"clip\.mp4\"",
+        ),
+    ],
+)
 def test_malformed_prompts_json_is_an_error_naming_the_file_and_field(tmp_path, edit, message):
     run = write_demo_run(tmp_path / "run")
     data = json.loads((run / "prompts.json").read_text())
@@ -355,8 +412,13 @@ def demo_page(tmp_path_factory, vqgan_dir) -> dict:
         cfg = compose("app", overrides=[f"demo_run={run}", f"server_port={free_port()}"])
     app = serve(cfg, prevent_thread_lock=True)
     try:
-        yield {"app": app, "run": run, "client": Client(app.local_url, verbose=False),
-               "model": load_model(run / "lvm" / "checkpoints" / "last.ckpt"), "vqgan": load_vqgan(run / "tokenizer")}
+        yield {
+            "app": app,
+            "run": run,
+            "client": Client(app.local_url, verbose=False),
+            "model": load_model(run / "lvm" / "checkpoints" / "last.ckpt"),
+            "vqgan": load_vqgan(run / "tokenizer"),
+        }
     finally:
         app.close()
 
@@ -365,16 +427,28 @@ def test_demo_run_prompts_are_listed_as_examples(demo_page):
     config = httpx.get(f"{demo_page['app'].local_url}config").json()
     datasets = {c["props"]["label"]: c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"}
     assert {label: len(samples) for label, samples in datasets.items()} == {
-        "Examples: gray": 2, "Examples: edges": 1, "Examples: held-out videos (next frame)": 1}
+        "Examples: gray": 2,
+        "Examples: edges": 1,
+        "Examples: held-out videos (next frame)": 1,
+    }
     assert [item["orig_name"] for item in datasets["Examples: edges"][0]] == [
-        "x_0.png", "y_0.png", "x_1.png", "y_1.png", "x_2.png", "y_2.png", "query.png"]
+        "x_0.png",
+        "y_0.png",
+        "x_1.png",
+        "y_1.png",
+        "x_2.png",
+        "y_2.png",
+        "query.png",
+    ]
     frames = datasets["Examples: held-out videos (next frame)"][0][0]
     assert [item["image"]["orig_name"] for item in frames] == [f"frame_{j:02d}.png" for j in range(7)]
     # The inputs show their images; their settings reach the page (Gradio reads them back through __init__).
     fields = [c["props"] for c in config["components"] if c["type"] == "image"]
     assert [field["label"] for field in fields] == ["x1", "y1", "x2", "y2", "x3", "y3", "query x"]
-    assert all(field["type"] == "filepath" and field["sources"] == ["upload", "clipboard"] and field["height"] == 160
-               for field in fields)
+    assert all(
+        field["type"] == "filepath" and field["sources"] == ["upload", "clipboard"] and field["height"] == 160
+        for field in fields
+    )
 
 
 def test_an_analogy_example_fills_the_inputs_and_runs_as_prompting_alone(demo_page):
@@ -385,12 +459,20 @@ def test_an_analogy_example_fills_the_inputs_and_runs_as_prompting_alone(demo_pa
     originals = [folder / f"{xy}_{j}.png" for j in range(3) for xy in "xy"] + [folder / "query.png"]
     for update, original in zip(filled, originals):
         assert np.array_equal(read_png(update["value"]), read_png(str(original))), original.name
-    prompt, candidates = client.predict(*(handle_file(update["value"]) for update in filled), 1.0, 0, 1.0, 1, 7,
-                                        api_name="/analogy")
+    prompt, candidates = client.predict(
+        *(handle_file(update["value"]) for update in filled), 1.0, 0, 1.0, 1, 7, api_name="/analogy"
+    )
     assert [item["caption"] for item in prompt] == ["x1", "y1", "x2", "y2", "x3", "y3", "query"]
     images = [load_image(path, SIZE) for path in originals]
-    alone = analogy_prompting(demo_page["model"], demo_page["vqgan"], list(zip(images[0:6:2], images[1:6:2])),
-                              images[6], SamplingConfig(), 1, torch.Generator().manual_seed(7))[0]
+    alone = analogy_prompting(
+        demo_page["model"],
+        demo_page["vqgan"],
+        list(zip(images[0:6:2], images[1:6:2])),
+        images[6],
+        SamplingConfig(),
+        1,
+        torch.Generator().manual_seed(7),
+    )[0]
     assert np.array_equal(read_png(candidates[0]["image"]), tensor_to_uint8(alone))
 
 
@@ -399,11 +481,11 @@ def test_a_video_example_fills_the_frames_and_continues_them(demo_page):
     filled = client.predict(0, api_name="/video_example")
     frames = [item["image"] for item in filled["value"]]
     assert [Path(frame).name for frame in frames] == [f"frame_{j:02d}.png" for j in range(7)]
-    prompt, candidates = client.predict(None, gallery(frames), 1, 7, 1, 1.0, 0, 1.0, 1, 3,
-                                        api_name="/continue_video")
+    prompt, candidates = client.predict(None, gallery(frames), 1, 7, 1, 1.0, 0, 1.0, 1, 3, api_name="/continue_video")
     assert [item["caption"] for item in prompt] == [f"frame_{j:02d}.png" for j in range(7)]
     folder = run / "prompts" / "next_frame_00"
     context = torch.stack([load_image(folder / f"frame_{j:02d}.png", SIZE) for j in range(7)])
-    new = sequential_prompting(demo_page["model"], demo_page["vqgan"], context, 1, SamplingConfig(), 1,
-                               torch.Generator().manual_seed(3))[0]
+    new = sequential_prompting(
+        demo_page["model"], demo_page["vqgan"], context, 1, SamplingConfig(), 1, torch.Generator().manual_seed(3)
+    )[0]
     assert np.array_equal(read_png(candidates[0]["image"]), image_grid(new, columns=1))

@@ -24,14 +24,26 @@ def options(group: str) -> list[str]:
 def compose_train(tmp_path):
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}", *overrides])
+            return compose(
+                "train", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}", *overrides]
+            )
 
     return _compose
 
 
 def test_every_group_has_options():
-    for group in ("model", "data", "trainer", "optimizer", "scheduler", "callbacks", "logger", "paths", "experiment",
-                  "tokenizer"):
+    for group in (
+        "model",
+        "data",
+        "trainer",
+        "optimizer",
+        "scheduler",
+        "callbacks",
+        "logger",
+        "paths",
+        "experiment",
+        "tokenizer",
+    ):
         assert options(group), f"conf/{group}/ is empty"
 
 
@@ -158,12 +170,23 @@ def test_sequence_of_partial_images_is_refused_before_training(compose_train):
 def test_lvm_7b_checkpoints_keep_one_rolling_state_and_every_milestone(compose_train, tmp_path):
     from pytorch_lightning.demos.boring_classes import BoringModel
 
-    cfg = compose_train("experiment=lvm_7b", "callbacks.model_checkpoint.every_n_train_steps=2",
-                        "callbacks.milestone_checkpoint.every_n_train_steps=4")
+    cfg = compose_train(
+        "experiment=lvm_7b",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.milestone_checkpoint.every_n_train_steps=4",
+    )
     callbacks = [instantiate(cfg.callbacks[name]) for name in ("model_checkpoint", "milestone_checkpoint")]
-    trainer = pl.Trainer(max_steps=9, callbacks=callbacks, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=9,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(BoringModel())
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step0000008.ckpt"]
-    assert sorted(p.name for p in (tmp_path / "milestones").iterdir()) == ["milestone0000004.ckpt",
-                                                                          "milestone0000008.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "milestones").iterdir()) == [
+        "milestone0000004.ckpt",
+        "milestone0000008.ckpt",
+    ]

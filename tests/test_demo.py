@@ -19,10 +19,20 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = ("next_frame", "edges", "gray")  # the order of prompts.png's rows
 # A tiny VQGAN trained for a few steps (16 tokens per image), so the test needs no shipped weights.
 TINY = [
-    "corpus.n_videos=6", "corpus.n_val_videos=1", "corpus.n_images=12", "corpus.n_val_images=8",
-    "corpus.n_sequences=2", "corpus.n_val_sequences=1", "tokenizer=tiny", "tokenizer_training.enabled=true",
-    "tokenizer_training.max_steps=6", "tokenizer_training.batch_size=8", "tokenizer_training.quantize_start=2",
-    "tokenizer_training.lr_warmup_steps=1", "prompting.n_prompts=2", "prompting.rows_per_task=1",
+    "corpus.n_videos=6",
+    "corpus.n_val_videos=1",
+    "corpus.n_images=12",
+    "corpus.n_val_images=8",
+    "corpus.n_sequences=2",
+    "corpus.n_val_sequences=1",
+    "tokenizer=tiny",
+    "tokenizer_training.enabled=true",
+    "tokenizer_training.max_steps=6",
+    "tokenizer_training.batch_size=8",
+    "tokenizer_training.quantize_start=2",
+    "tokenizer_training.lr_warmup_steps=1",
+    "prompting.n_prompts=2",
+    "prompting.rows_per_task=1",
     "gallery_every_n_steps=3",
     "lvm_overrides=['trainer.max_steps=6','trainer.val_check_interval=3','scheduler.warmup_steps=2',"
     "'callbacks.model_checkpoint.every_n_train_steps=3','trainer.enable_progress_bar=false']",
@@ -45,8 +55,16 @@ def test_demo_runs_every_stage(demo_run):
     run_dir, summary = demo_run
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary
-    for key in ("tokenizer_psnr", "tokenizer_psnr_photos", "tokenizer_codebook_usage", "val_loss", "val_ppl",
-                "unigram_loss", "copy_last_frame_loss", "gray_saturation"):
+    for key in (
+        "tokenizer_psnr",
+        "tokenizer_psnr_photos",
+        "tokenizer_codebook_usage",
+        "val_loss",
+        "val_ppl",
+        "unigram_loss",
+        "copy_last_frame_loss",
+        "gray_saturation",
+    ):
         assert math.isfinite(summary[key]), key
     assert summary["val_ppl"] == math.exp(summary["val_loss"])
     # the tokenizer trained here is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
@@ -89,10 +107,12 @@ def test_prompt_files_and_baselines_agree_with_scikit_image(demo_run):
         truth = np.stack([read_png(run_dir / item["target"]) for item in items])
         query = np.stack([read_png(run_dir / item["query"]) for item in items])
         assert peak_signal_noise_ratio(truth, query, data_range=255) == pytest.approx(
-            summary["baseline_psnr"][task]["copy_query"], abs=1e-3)
+            summary["baseline_psnr"][task]["copy_query"], abs=1e-3
+        )
     edges = np.stack([read_png(run_dir / item["target"]) for item in index["analogy"] if item["task"] == "edges"])
     assert peak_signal_noise_ratio(edges, np.zeros_like(edges), data_range=255) == pytest.approx(
-        summary["baseline_psnr"]["edges"]["black"], abs=1e-3)
+        summary["baseline_psnr"]["edges"]["black"], abs=1e-3
+    )
 
 
 def test_prompt_gallery_reaches_tensorboard(demo_run):

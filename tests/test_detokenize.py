@@ -18,9 +18,9 @@ from PIL import Image
 
 from lvm.data.shards import ShardWriter, VisualSentence
 from lvm.detokenize import detokenize, select_sentences
+from lvm.media.images import array_to_tensor
 from lvm.tokenizer import VQGANConfig, VQGANModel, decode, encode, load_vqgan, save_vqgan, tensor_to_uint8
 from lvm.tokenizer.grid import tile_box
-from lvm.media.images import array_to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # px; f = 4 → 8×8 = 64 tokens per image
@@ -33,8 +33,16 @@ def world(tmp_path_factory) -> dict:
     """A saved tiny VQGAN and shards: sentences 0-2 of real photos, 3 holding a special-token id;
     a second shard set whose images are 16 tokens each."""
     root = tmp_path_factory.mktemp("detokenize")
-    config = VQGANConfig(resolution=SIZE, hidden_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
-                         attn_resolutions=(16,), z_channels=32, num_embeddings=64, quantized_embed_dim=8)
+    config = VQGANConfig(
+        resolution=SIZE,
+        hidden_channels=32,
+        channel_mult=(1, 1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        z_channels=32,
+        num_embeddings=64,
+        quantized_embed_dim=8,
+    )
     torch.manual_seed(0)
     model = VQGANModel(config).eval()
     with torch.no_grad():  # spread the codebook so the photos use many codes
@@ -50,8 +58,14 @@ def world(tmp_path_factory) -> dict:
     special[1, 5] = 8192  # the first reserved id (the original's EasyLM/models/llama/llama_model.py): not an image code
     with ShardWriter(root / "shards", max_samples_per_shard=2, tokens_per_image=64) as writer:
         for sentence in [*sentences, special]:
-            writer.write(VisualSentence(tokens=sentence.flatten().numpy().astype(np.uint16), kind="paired",
-                                        source=list(PHOTOS[: len(sentence)]), n_images=len(sentence)))
+            writer.write(
+                VisualSentence(
+                    tokens=sentence.flatten().numpy().astype(np.uint16),
+                    kind="paired",
+                    source=list(PHOTOS[: len(sentence)]),
+                    n_images=len(sentence),
+                )
+            )
     with ShardWriter(root / "small", tokens_per_image=16) as writer:
         writer.write(VisualSentence(tokens=np.arange(32, dtype=np.uint16), kind="video", source=["x"], n_images=2))
     return {"root": root, "model": model, "sentences": sentences}
@@ -75,17 +89,36 @@ def assert_grid(png: Path, model: VQGANModel, codes: torch.Tensor, columns: int)
 def compose_detokenize(world: dict, out_dir: Path, *overrides: str):
     root = world["root"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("detokenize", overrides=[f"shards={root / 'shards'}", f"tokenizer_path={root / 'vqgan'}",
-                                                f"out_dir={out_dir}", *overrides])
+        return compose(
+            "detokenize",
+            overrides=[
+                f"shards={root / 'shards'}",
+                f"tokenizer_path={root / 'vqgan'}",
+                f"out_dir={out_dir}",
+                *overrides,
+            ],
+        )
 
 
 def test_cli_writes_one_grid_per_sentence(world, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "lvm.detokenize", f"shards={world['root'] / 'shards' / 'manifest.json'}",
-         f"tokenizer_path={world['root'] / 'vqgan'}", f"out_dir={out}", "count=3"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "lvm.detokenize",
+            f"shards={world['root'] / 'shards' / 'manifest.json'}",
+            f"tokenizer_path={world['root'] / 'vqgan'}",
+            f"out_dir={out}",
+            "count=3",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     names = ["shard-000000_000000000.png", "shard-000000_000000001.png", "shard-000001_000000002.png"]
     assert sorted(p.name for p in out.iterdir()) == names  # and no *.tmp left behind
@@ -106,7 +139,9 @@ def test_keys_and_columns_choose_sentences_and_layout(world, tmp_path):
 def test_index_counts_across_shards_and_globs_work(world):
     chosen = select_sentences(str(world["root"] / "shards" / "shard-*.tar"), index=1, count=2)
     assert [(Path(p).name, s.key, s.n_images) for p, s in chosen] == [
-        ("shard-000000.tar", "000000001", 5), ("shard-000001.tar", "000000002", 10)]
+        ("shard-000000.tar", "000000001", 5),
+        ("shard-000001.tar", "000000002", 10),
+    ]
     with pytest.raises(ValueError, match=r"index 9 is past the end \(4 samples"):
         select_sentences(world["root"] / "shards", index=9)
 

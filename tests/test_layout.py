@@ -28,8 +28,10 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                     for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found.update(name for name in names if name.split(".")[0] in PACKAGES)
@@ -50,19 +52,22 @@ def test_the_top_level_of_lvm_holds_only_commands():
         source = (ROOT / (name.replace(".", "/") + ".py")).read_text()
         assert "@hydra.main(" in source and 'if __name__ == "__main__":' in source, (
             f"{name} sits at lvm/'s top level but is not a `python -m {name}` command; move it into the "
-            "subpackage of its concern")
+            "subpackage of its concern"
+        )
 
 
 def test_lvm_never_imports_data_pipelines():
-    offenders = {name: sorted(i for i in imported if i.startswith("data_pipelines"))
-                 for name, imported in import_graph().items() if name.startswith("lvm")}
+    offenders = {
+        name: sorted(i for i in imported if i.startswith("data_pipelines"))
+        for name, imported in import_graph().items()
+        if name.startswith("lvm")
+    }
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
 def test_no_library_module_imports_a_command():
     commands = command_modules()
-    offenders = {name: sorted(imported & commands) for name, imported in import_graph().items()
-                 if name not in commands}
+    offenders = {name: sorted(imported & commands) for name, imported in import_graph().items() if name not in commands}
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
@@ -77,7 +82,7 @@ def test_no_import_cycles():
             if target == name or target not in graph:
                 continue
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, path + [target])
         state[name] = 2

@@ -1,4 +1,5 @@
-"""conf/experiment/lvm_*.yaml reproduce the original's training run (the original's EasyLM/optimizers.py), checked against the original's
+"""conf/experiment/lvm_*.yaml reproduce the original's training run (the original's EasyLM/optimizers.py), checked
+against the original's
 numbers written out here, not read from our code."""
 
 from pathlib import Path
@@ -29,11 +30,19 @@ def compose_recipe(size: str):
 def test_every_size_runs_the_7b_recipe_on_its_model(size):
     cfg = compose_recipe(size)
     assert cfg.model.name == f"vqlm_{size}" and cfg.task_name == f"lvm_{size}"
-    assert (cfg.optimizer.lr, list(cfg.optimizer.betas), cfg.optimizer.eps, cfg.optimizer.weight_decay) == \
-        (PEAK, [0.9, 0.95], 1e-8, 0.1)
+    assert (cfg.optimizer.lr, list(cfg.optimizer.betas), cfg.optimizer.eps, cfg.optimizer.weight_decay) == (
+        PEAK,
+        [0.9, 0.95],
+        1e-8,
+        0.1,
+    )
     assert cfg.optimizer.exclude_norms_and_embeddings is False  # decay on every parameter
     assert (cfg.scheduler.warmup_steps, cfg.scheduler.decay_steps, cfg.scheduler.end_lr) == (WARMUP, DECAY, END)
-    assert (cfg.trainer.max_steps, cfg.trainer.accumulate_grad_batches, cfg.trainer.gradient_clip_val) == (TOTAL, 4, 1.0)
+    assert (cfg.trainer.max_steps, cfg.trainer.accumulate_grad_batches, cfg.trainer.gradient_clip_val) == (
+        TOTAL,
+        4,
+        1.0,
+    )
     assert (cfg.data.batch_size, cfg.data.seq_len, cfg.data.tokens_per_image) == (32, 4096, 256)
     assert cfg.trainer.precision == "bf16-mixed"  # bf16 compute, fp32 parameters and optimizer state
     assert cfg.callbacks.model_checkpoint.every_n_train_steps == 1000 and cfg.callbacks.model_checkpoint.save_top_k == 1
@@ -68,4 +77,7 @@ def test_7b_learning_rate_follows_the_spec_formula_at_every_phase():
 def test_recipes_instantiate_their_fsdp_strategy():
     strategy = instantiate(compose_recipe("13b").trainer.strategy)
     assert type(strategy).__name__ == "FSDP2Strategy"
-    assert compose_recipe("13b").activation_checkpointing is True and compose_recipe("1b").activation_checkpointing is False
+    assert (
+        compose_recipe("13b").activation_checkpointing is True
+        and compose_recipe("1b").activation_checkpointing is False
+    )

@@ -23,15 +23,22 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def compose_slurm(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", return_hydra_config=True,
-                       overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}",
-                                  f"hydra.sweep.dir={tmp_path / 'sweep'}", "+slurm=default", *overrides])
+        return compose(
+            "train",
+            return_hydra_config=True,
+            overrides=[
+                f"paths.output_dir={tmp_path}",
+                f"paths.data_dir={tmp_path}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                "+slurm=default",
+                *overrides,
+            ],
+        )
 
 
 @pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
 def test_launcher_and_trainer_agree_on_nodes_and_devices(tmp_path, trainer):
-    cfg = compose_slurm(tmp_path, f"trainer={trainer}", "slurm.nodes=4", "slurm.gpus_per_node=4",
-                        "slurm.partition=gpu")
+    cfg = compose_slurm(tmp_path, f"trainer={trainer}", "slurm.nodes=4", "slurm.gpus_per_node=4", "slurm.partition=gpu")
     launcher = cfg.hydra.launcher
     assert cfg.hydra.runtime.choices["hydra/launcher"] == "lvm_slurm"
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
@@ -43,16 +50,28 @@ def test_launcher_and_trainer_agree_on_nodes_and_devices(tmp_path, trainer):
 def test_experiment_trainer_is_overridden_by_the_allocation(tmp_path):
     cfg = compose_slurm(tmp_path, "experiment=lvm_7b", "slurm.nodes=8")
     assert cfg.hydra.runtime.choices.trainer == "fsdp"  # the experiment's choice stands
-    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (8, 8) == (cfg.hydra.launcher.nodes,
-                                                                       cfg.hydra.launcher.tasks_per_node)
+    assert (
+        (cfg.trainer.num_nodes, cfg.trainer.devices)
+        == (8, 8)
+        == (cfg.hydra.launcher.nodes, cfg.hydra.launcher.tasks_per_node)
+    )
 
 
 def test_trainer_reads_the_slurm_environment_the_launcher_allocates(tmp_path, monkeypatch):
     """Rank 13 of a 2-node × 8-task job, as srun would start it: Lightning picks SLURMEnvironment and agrees."""
     cfg = compose_slurm(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "slurm.nodes=2", "slurm.gpus_per_node=8")
-    for key, value in {"SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "2",
-                       "SLURM_JOB_NUM_NODES": "2", "SLURM_PROCID": "13", "SLURM_LOCALID": "5", "SLURM_NODEID": "1",
-                       "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "node[7-8]"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "16",
+        "SLURM_NTASKS_PER_NODE": "8",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_PROCID": "13",
+        "SLURM_LOCALID": "5",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NODELIST": "node[7-8]",
+    }.items():
         monkeypatch.setenv(key, value)
     # Building this Trainer sets Lightning's process-wide rank_zero_only.rank to 13; restore it after the
     # test, or every later test in this process would act as rank 13 (no logs, no rank-zero warnings).
@@ -85,18 +104,36 @@ def test_sbatch_script_the_plugin_submits(tmp_path, monkeypatch):
     scripts = list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
     assert len(scripts) == 1  # one job array for the sweep
     script = scripts[0].read_text()
-    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --cpus-per-task=10", "#SBATCH --partition=gpu", "#SBATCH --account=lvm",
-                 "#SBATCH --time=4320", "#SBATCH --array=0-1%2", "#SBATCH --signal=USR2@120"):
+    for line in (
+        "#SBATCH --nodes=4",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --cpus-per-task=10",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lvm",
+        "#SBATCH --time=4320",
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --signal=USR2@120",
+    ):
         assert line in script, (line, script)
     assert "srun --unbuffered" in script and "-m submitit.core._submit" in script
 
 
 def test_submitit_local_runs_a_two_point_sweep(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    run_train_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", *FAST,
-            f"paths.data_dir={demo_data_dir}", "trainer.max_steps=4", "logger=csv", "optimizer.lr=1e-3,3e-3",
-            f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    run_train_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        *FAST,
+        f"paths.data_dir={demo_data_dir}",
+        "trainer.max_steps=4",
+        "logger=csv",
+        "optimizer.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=300,
+    )
     for job, lr in (("0", "0.001"), ("1", "0.003")):
         assert (sweep / job / "checkpoints" / "last.ckpt").exists()
         assert f"optimizer.lr={lr}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()

@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from skimage import data as skdata
 
-from lvm.media.skips import BadInputError
 from data_pipelines.synthetic import write_video_file
 from lvm.data.shards import read_manifest, read_sentences
+from lvm.media.skips import BadInputError
 from lvm.tokenize import list_inputs, plan_shards, tokenize
 from lvm.tokenizer import load_image, load_vqgan
 from tests.original_video import read_frames_the_original_way
@@ -30,9 +30,15 @@ def media(tmp_path_factory) -> Path:
     sub-folder), one H.264/MPEG-4 video of 6 frames and one corrupt JPEG."""
     root = tmp_path_factory.mktemp("media")
     (root / "sub").mkdir()
-    photos = {"astronaut": skdata.astronaut(), "coffee": skdata.coffee(), "chelsea": skdata.chelsea(),
-              "rocket": skdata.rocket(), "camera": skdata.camera(), "hubble": skdata.hubble_deep_field(),
-              "retina": skdata.retina()}
+    photos = {
+        "astronaut": skdata.astronaut(),
+        "coffee": skdata.coffee(),
+        "chelsea": skdata.chelsea(),
+        "rocket": skdata.rocket(),
+        "camera": skdata.camera(),
+        "hubble": skdata.hubble_deep_field(),
+        "retina": skdata.retina(),
+    }
     for i, (name, pixels) in enumerate(photos.items()):
         image = Image.fromarray(pixels).reduce(4)
         folder = root / "sub" if i == 3 else root
@@ -46,9 +52,19 @@ def media(tmp_path_factory) -> Path:
 
 def tokenize_cfg(out_dir: Path, inputs, tokenizer_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("tokenize", overrides=[
-            f"inputs=[{','.join(map(str, inputs))}]", f"output_dir={out_dir}", f"tokenizer_path={tokenizer_path}",
-            "files_per_shard=3", "batch_size=4", "num_workers=0", "progress=false", *overrides])
+        return compose(
+            "tokenize",
+            overrides=[
+                f"inputs=[{','.join(map(str, inputs))}]",
+                f"output_dir={out_dir}",
+                f"tokenizer_path={tokenizer_path}",
+                "files_per_shard=3",
+                "batch_size=4",
+                "num_workers=0",
+                "progress=false",
+                *overrides,
+            ],
+        )
 
 
 def plain_codes(vqgan_dir: Path, images: torch.Tensor) -> np.ndarray:
@@ -119,8 +135,10 @@ def test_strict_stops_at_the_bad_file_and_a_rerun_resumes_without_redoing_shards
 def test_plan_shards_cuts_the_sorted_list_in_order():
     plan = plan_shards([f"f{i}" for i in range(7)], 3)
     assert [(s.name, s.first, s.files) for s in plan] == [
-        ("shard-000000.tar", 0, ["f0", "f1", "f2"]), ("shard-000001.tar", 3, ["f3", "f4", "f5"]),
-        ("shard-000002.tar", 6, ["f6"])]
+        ("shard-000000.tar", 0, ["f0", "f1", "f2"]),
+        ("shard-000001.tar", 3, ["f3", "f4", "f5"]),
+        ("shard-000002.tar", 6, ["f6"]),
+    ]
 
 
 def _free_port() -> int:
@@ -132,11 +150,30 @@ def _free_port() -> int:
 def test_two_processes_split_the_shards_and_write_the_same_data_as_one(media, vqgan_dir, tmp_path):
     single, double = tmp_path / "one", tmp_path / "two"
     tokenize(tokenize_cfg(single, [media], vqgan_dir))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-               "-m", "lvm.tokenize", f"inputs=[{media}]", f"output_dir={double}", f"tokenizer_path={vqgan_dir}",
-               "files_per_shard=3", "batch_size=4", "num_workers=0", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "lvm.tokenize",
+        f"inputs=[{media}]",
+        f"output_dir={double}",
+        f"tokenizer_path={vqgan_dir}",
+        "files_per_shard=3",
+        "batch_size=4",
+        "num_workers=0",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stdout
     one, two = json.loads((single / "manifest.json").read_text()), json.loads((double / "manifest.json").read_text())

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +17,22 @@ from tests.cli import run_train_cli
 from tests.conftest import DEMO_SHARDS
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["experiment=demo", *DEMO_SHARDS, "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false", "scheduler.warmup_steps=2", "scheduler.decay_steps=8"]
+FAST = [
+    "experiment=demo",
+    *DEMO_SHARDS,
+    "trainer.val_check_interval=4",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "scheduler.warmup_steps=2",
+    "scheduler.decay_steps=8",
+]
 
 
 def compose_train(data_dir: Path, output_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
-                                           *FAST, *overrides])
+        return compose(
+            "train", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}", *FAST, *overrides]
+        )
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
@@ -33,10 +42,16 @@ def logged_losses(output_dir: Path) -> dict[int, float]:
 
 
 def test_fit_writes_checkpoints_logs_and_lowers_the_loss(demo_data_dir, tmp_path):
-    cfg = compose_train(demo_data_dir, tmp_path, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=4")
+    cfg = compose_train(
+        demo_data_dir, tmp_path, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=4"
+    )
     metrics = train(cfg)
     assert {"val/loss", "val/ppl", "train/loss"} <= set(metrics) and metrics["data/skipped_shards"] == 0
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step0000004.ckpt", "step0000008.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last.ckpt",
+        "step0000004.ckpt",
+        "step0000008.ckpt",
+    ]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 8
@@ -61,8 +76,15 @@ def test_resume_from_last_checkpoint_continues_the_same_run(demo_data_dir, tmp_p
 
 def test_multirun_sweep_runs_every_point(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    run_train_cli("-m", *FAST, f"paths.data_dir={demo_data_dir}", "trainer.max_steps=4", "optimizer.lr=1e-3,3e-3",
-            f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    run_train_cli(
+        "-m",
+        *FAST,
+        f"paths.data_dir={demo_data_dir}",
+        "trainer.max_steps=4",
+        "optimizer.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     for job, lr in zip(jobs, ("0.001", "0.003")):
@@ -72,8 +94,16 @@ def test_multirun_sweep_runs_every_point(demo_data_dir, tmp_path):
 
 def test_ddp_with_two_cpu_processes(demo_data_dir, tmp_path):
     out = tmp_path / "ddp"
-    result = run_train_cli(*FAST, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=4",
-                     f"paths.data_dir={demo_data_dir}", f"hydra.run.dir={out}", cwd=tmp_path)
+    result = run_train_cli(
+        *FAST,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=4",
+        f"paths.data_dir={demo_data_dir}",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
     log = result.stdout + result.stderr
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -85,22 +115,51 @@ def recorded_batches(path: Path) -> list[tuple[int, str]]:
 
 
 def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(demo_data_dir, tmp_path):
-    common = [*FAST, f"paths.data_dir={demo_data_dir}", "logger=csv", "trainer.max_steps=12",
-              "callbacks.model_checkpoint.every_n_train_steps=4"]
+    common = [
+        *FAST,
+        f"paths.data_dir={demo_data_dir}",
+        "logger=csv",
+        "trainer.max_steps=12",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+    ]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run_train_cli(*common, f"hydra.run.dir={full}", "+callbacks.record._target_=tests.callbacks.RecordBatches",
-            f"+callbacks.record.path={tmp_path / 'full.txt'}", cwd=tmp_path)
+    run_train_cli(
+        *common,
+        f"hydra.run.dir={full}",
+        "+callbacks.record._target_=tests.callbacks.RecordBatches",
+        f"+callbacks.record.path={tmp_path / 'full.txt'}",
+        cwd=tmp_path,
+    )
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
     killed = subprocess.run(
-        [sys.executable, "-m", "lvm.train", *common, f"hydra.run.dir={cut}",
-         "+callbacks.record._target_=tests.callbacks.RecordBatches", f"+callbacks.record.path={tmp_path / 'cut.txt'}",
-         "+callbacks.kill._target_=tests.callbacks.KillAtStep", "+callbacks.kill.step=10"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "lvm.train",
+            *common,
+            f"hydra.run.dir={cut}",
+            "+callbacks.record._target_=tests.callbacks.RecordBatches",
+            f"+callbacks.record.path={tmp_path / 'cut.txt'}",
+            "+callbacks.kill._target_=tests.callbacks.KillAtStep",
+            "+callbacks.kill.step=10",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]  # died of SIGKILL at step 10, after the step-8 checkpoint
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
-    run_train_cli(*common, f"hydra.run.dir={cut}", "ckpt_path=last", "+callbacks.record._target_=tests.callbacks.RecordBatches",
-            f"+callbacks.record.path={tmp_path / 'resumed.txt'}", cwd=tmp_path)
+    run_train_cli(
+        *common,
+        f"hydra.run.dir={cut}",
+        "ckpt_path=last",
+        "+callbacks.record._target_=tests.callbacks.RecordBatches",
+        f"+callbacks.record.path={tmp_path / 'resumed.txt'}",
+        cwd=tmp_path,
+    )
 
     uninterrupted = recorded_batches(tmp_path / "full.txt")
     before_kill, after_resume = recorded_batches(tmp_path / "cut.txt"), recorded_batches(tmp_path / "resumed.txt")
@@ -117,8 +176,14 @@ def test_sigkill_mid_run_then_resume_sees_every_batch_once_and_the_same_losses(d
 
 
 def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_dir, tmp_path):
-    cfg = compose_train(demo_data_dir, tmp_path, "logger=csv", "trainer.max_steps=6",
-                        "callbacks.throughput_monitor.window_size=2", "callbacks.throughput_monitor.peak_flops_per_device=1e11")
+    cfg = compose_train(
+        demo_data_dir,
+        tmp_path,
+        "logger=csv",
+        "trainer.max_steps=6",
+        "callbacks.throughput_monitor.window_size=2",
+        "callbacks.throughput_monitor.peak_flops_per_device=1e11",
+    )
     train(cfg)
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -138,7 +203,8 @@ def test_throughput_tokens_and_flops_are_logged_from_the_model_size(demo_data_di
     for r in rates:  # FLOP/s is tokens/s times the model's FLOPs per token
         assert float(r["train/device/items_per_sec"]) > 0
         assert float(r["train/device/flops_per_sec"]) == pytest.approx(
-            float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3)
+            float(r["train/device/items_per_sec"]) * flops_per_token, rel=1e-3
+        )
         # MFU against the peak given in the config (on GPUs/TPUs it comes from lvm/training/throughput.py's table)
         assert float(r["train/device/mfu"]) == pytest.approx(float(r["train/device/flops_per_sec"]) / 1e11, rel=1e-6)
 
@@ -147,8 +213,16 @@ def test_scaling_sweep_runs_every_width_and_budget(demo_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     # The grid of conf/sweep/scaling_tiny.yaml, cut down on the command line (which wins over the
     # config's sweeper params): 2 widths × 2 budgets.
-    run_train_cli("-m", *FAST, "+sweep=scaling_tiny", f"paths.data_dir={demo_data_dir}", "+width=w64,w128",
-            "trainer.max_steps=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    run_train_cli(
+        "-m",
+        *FAST,
+        "+sweep=scaling_tiny",
+        f"paths.data_dir={demo_data_dir}",
+        "+width=w64,w128",
+        "trainer.max_steps=2,3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     seen = set()
     for job in jobs:
@@ -172,17 +246,34 @@ def test_activation_checkpointing_option_trains_to_the_same_losses(demo_data_dir
 
 
 def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_and_the_run_resumes(demo_data_dir, tmp_path):
-    common = [*FAST, f"paths.data_dir={demo_data_dir}", "logger=csv", "trainer.max_steps=6",
-              "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    common = [
+        *FAST,
+        f"paths.data_dir={demo_data_dir}",
+        "logger=csv",
+        "trainer.max_steps=6",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
     # Saves: 1 = step0000002.ckpt, 2 = last.ckpt (step 2), 3 = step0000004.ckpt, 4 = last.ckpt (step 4) ← killed
-    killed = subprocess.run([sys.executable, "-m", "lvm.train", *common,
-                             "trainer.plugins=[{_target_:tests.callbacks.KillMidSave,at_save:4}]"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lvm.train",
+            *common,
+            "trainer.plugins=[{_target_:tests.callbacks.KillMidSave,at_save:4}]",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     checkpoints = tmp_path / "run" / "checkpoints"
     (partial,) = checkpoints.glob(".last.ckpt.*.tmp")  # the half-written step-4 save, never renamed
-    with pytest.raises(Exception):
+    with pytest.raises((RuntimeError, pickle.UnpicklingError, EOFError)):  # whichever the cut leaves
         torch.load(partial, weights_only=True)
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
@@ -200,14 +291,25 @@ def test_compiled_blocks_train_to_the_same_losses(demo_data_dir, tmp_path):
 
 
 def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_data_dir, tmp_path):
-    train(compose_train(demo_data_dir, tmp_path / "pretrain", "logger=csv", "trainer.max_steps=12",
-                        "scheduler.decay_steps=12"))
+    train(
+        compose_train(
+            demo_data_dir, tmp_path / "pretrain", "logger=csv", "trainer.max_steps=12", "scheduler.decay_steps=12"
+        )
+    )
     pretrained = tmp_path / "pretrain" / "checkpoints" / "last.ckpt"
     pretrain_losses = logged_losses(tmp_path / "pretrain")
 
     # vqlm_debug's blocks with the vocabulary the demo experiment pretrained them with (vqlm_demo)
-    finetune = ["experiment=finetune", "data=demo", "model=vqlm_debug", "model.vocab_size=1124", *DEMO_SHARDS,
-                "trainer.max_steps=2", "scheduler.warmup_steps=1", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    finetune = [
+        "experiment=finetune",
+        "data=demo",
+        "model=vqlm_debug",
+        "model.vocab_size=1124",
+        *DEMO_SHARDS,
+        "trainer.max_steps=2",
+        "scheduler.warmup_steps=1",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+    ]
     cfg = compose_train(demo_data_dir, tmp_path / "finetune", "logger=csv", *finetune, f"init_from={pretrained}")
     assert cfg.optimizer.lr == pytest.approx(1.5e-5) and cfg.task_name == "finetune"
     train(cfg)

@@ -13,17 +13,28 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 
+from lvm.media.images import ImageReadError, load_image
 from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.tokenizer.training.image_data import ImageFileDataset, ImageFolderDataModule, check_image_headers, list_image_files
-from lvm.media.images import ImageReadError, load_image
+from lvm.tokenizer.training.image_data import (
+    ImageFileDataset,
+    ImageFolderDataModule,
+    check_image_headers,
+    list_image_files,
+)
 from lvm.train_tokenizer import train_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The 32 px VQGAN of tests/tokenizer/conftest.py (f = 4, 64 codes): seconds per run on 2 cores.
-TINY_VQGAN = ["tokenizer.resolution=32", "tokenizer.channel_mult=[1,1,2]", "tokenizer.num_res_blocks=1",
-              "tokenizer.attn_resolutions=[16]", "tokenizer.z_channels=32", "tokenizer.num_embeddings=64",
-              "tokenizer.quantized_embed_dim=8"]
+TINY_VQGAN = [
+    "tokenizer.resolution=32",
+    "tokenizer.channel_mult=[1,1,2]",
+    "tokenizer.num_res_blocks=1",
+    "tokenizer.attn_resolutions=[16]",
+    "tokenizer.z_channels=32",
+    "tokenizer.num_embeddings=64",
+    "tokenizer.quantized_embed_dim=8",
+]
 
 
 def write_shape_images(folder: Path, n: int, size: int = 40, seed: int = 0) -> None:
@@ -37,7 +48,7 @@ def write_shape_images(folder: Path, n: int, size: int = 40, seed: int = 0) -> N
         cy, cx = rng.uniform(0.25, 0.75, 2)
         image[(y - cy) ** 2 + (x - cx) ** 2 < 0.04] = rng.uniform(0, 255, 3)
         top, left = rng.integers(0, size - 10, 2)
-        image[top:top + 10, left:left + 10] = rng.uniform(0, 255, 3)
+        image[top : top + 10, left : left + 10] = rng.uniform(0, 255, 3)
         sub = folder / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.round().astype(np.uint8)).save(sub / f"img_{i:03d}.png")
@@ -58,11 +69,21 @@ def compose_tokenizer(*overrides: str):
 
 def tiny_run(output_dir: Path, images: Path, *overrides: str):
     return compose_tokenizer(
-        "experiment=tokenizer_tiny", f"paths.output_dir={output_dir}", f"data.source={images}", *TINY_VQGAN,
-        "data.val_fraction=0.25", "data.num_workers=1", "trainer.max_steps=30", "trainer.val_check_interval=15",
-        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+        "experiment=tokenizer_tiny",
+        f"paths.output_dir={output_dir}",
+        f"data.source={images}",
+        *TINY_VQGAN,
+        "data.val_fraction=0.25",
+        "data.num_workers=1",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=15",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
         "callbacks.model_checkpoint.every_n_train_steps=10",
-        "module.dead_code_restart_every=10", "module.num_logged_images=4", *overrides)
+        "module.dead_code_restart_every=10",
+        "module.num_logged_images=4",
+        *overrides,
+    )
 
 
 def logged(output_dir: Path, name: str) -> list[tuple[int, float]]:

@@ -30,8 +30,13 @@ def _size_colours(params: pd.Series) -> dict[int, tuple]:
     return {size: cmap(i / max(len(sizes) - 1, 1) * 0.85) for i, size in enumerate(sizes)}
 
 
-def plot_loss_vs_compute(ax: Axes, curves: pd.DataFrame, frontier: pd.DataFrame | None = None,
-                         frontier_fit: PowerLawFit | None = None, x: str = "flops") -> Axes:
+def plot_loss_vs_compute(
+    ax: Axes,
+    curves: pd.DataFrame,
+    frontier: pd.DataFrame | None = None,
+    frontier_fit: PowerLawFit | None = None,
+    x: str = "flops",
+) -> Axes:
     """Each run's loss against compute (`curves` from lvm.analysis.loss_curves), coloured by model size,
     with the compute-optimal frontier and its L(C) fit on top when given. Log-log axes."""
     colours = _size_colours(curves["params"])
@@ -47,8 +52,14 @@ def plot_loss_vs_compute(ax: Axes, curves: pd.DataFrame, frontier: pd.DataFrame 
         ax.plot(frontier[x], frontier["loss"], color="black", lw=2.0, ls="--", label="frontier (lower envelope)")
     if frontier_fit is not None:
         grid = np.geomspace(*frontier_fit.x_range, 200)  # drawn where it was fitted, not extrapolated
-        ax.plot(grid, frontier_fit.predict(grid), color="tab:red", lw=1.5, ls=":",
-                label=f"fit {frontier_fit.formula('C')}  ({_short(frontier_fit, 'β')})")
+        ax.plot(
+            grid,
+            frontier_fit.predict(grid),
+            color="tab:red",
+            lw=1.5,
+            ls=":",
+            label=f"fit {frontier_fit.formula('C')}  ({_short(frontier_fit, 'β')})",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Losses span less than a decade: plain numbers read better than 9×10^0 (minor ticks carry the labels).
@@ -63,8 +74,9 @@ def plot_loss_vs_compute(ax: Axes, curves: pd.DataFrame, frontier: pd.DataFrame 
     return ax
 
 
-def plot_loss_vs_params(ax: Axes, points: pd.DataFrame, fit: PowerLawFit | None = None,
-                        loss_label: str = "final loss") -> Axes:
+def plot_loss_vs_params(
+    ax: Axes, points: pd.DataFrame, fit: PowerLawFit | None = None, loss_label: str = "final loss"
+) -> Axes:
     """Final loss against parameter count (`points` from lvm.analysis.params_points), with the fitted
     L(N) and its exponent in the legend. Log x axis."""
     ax.scatter(points["params"], points["loss"], color="tab:blue", zorder=3, label=f"runs ({loss_label})")
@@ -82,9 +94,15 @@ def plot_loss_vs_params(ax: Axes, points: pd.DataFrame, fit: PowerLawFit | None 
     return ax
 
 
-def scaling_figure(curves: pd.DataFrame, points: pd.DataFrame, fit: PowerLawFit | None = None,
-                   frontier: pd.DataFrame | None = None, frontier_fit: PowerLawFit | None = None,
-                   loss_label: str = "final loss", title: str | None = None) -> Figure:
+def scaling_figure(
+    curves: pd.DataFrame,
+    points: pd.DataFrame,
+    fit: PowerLawFit | None = None,
+    frontier: pd.DataFrame | None = None,
+    frontier_fit: PowerLawFit | None = None,
+    loss_label: str = "final loss",
+    title: str | None = None,
+) -> Figure:
     """The two panels side by side: loss vs compute, and final loss vs parameters."""
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     left, right = figure.subplots(1, 2)

@@ -59,11 +59,11 @@ class PowerLawFit:
     alpha: Estimate
     c: Estimate | None
     n_points: int
-    dof: int                  # residual degrees of freedom: points - fitted parameters
-    rmse: float               # root-mean-square residual of the loss, in loss units
-    interval: str             # how stderr and the 95% interval were obtained: "covariance" or "bootstrap"
+    dof: int  # residual degrees of freedom: points - fitted parameters
+    rmse: float  # root-mean-square residual of the loss, in loss units
+    interval: str  # how stderr and the 95% interval were obtained: "covariance" or "bootstrap"
     x_range: tuple[float, float] = (np.nan, np.nan)  # smallest and largest fitted x: where the fit holds
-    note: str = ""            # why the offset was dropped, or why there is no uncertainty
+    note: str = ""  # why the offset was dropped, or why there is no uncertainty
 
     @property
     def offset(self) -> bool:
@@ -94,8 +94,10 @@ def _as_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("a power law needs positive x and positive losses")
     distinct = np.unique(x).size
     if distinct < MIN_DISTINCT_X:
-        raise ValueError(f"a power-law fit needs at least {MIN_DISTINCT_X} distinct x values (model sizes or "
-                         f"compute levels), got {distinct}; add runs of other sizes")
+        raise ValueError(
+            f"a power-law fit needs at least {MIN_DISTINCT_X} distinct x values (model sizes or "
+            f"compute levels), got {distinct}; add runs of other sizes"
+        )
     return x, y
 
 
@@ -146,7 +148,7 @@ def _fit_raw(x: np.ndarray, y: np.ndarray, x_ref: float, offset: bool, p0: np.nd
             # Straight line in log-log space: linear, so the solution and its covariance are exact.
             params, cov = optimize.curve_fit(_line_model, t, np.log(y), p0=p0 if p0 is not None else [0.0, 0.0])
             residuals = np.exp(_line_model(t, *params)) - y
-    return _RawFit(params, cov, dof=x.size - params.size, rmse=float(np.sqrt(np.mean(residuals ** 2))))
+    return _RawFit(params, cov, dof=x.size - params.size, rmse=float(np.sqrt(np.mean(residuals**2))))
 
 
 def _offset_problem(raw: _RawFit, y: np.ndarray) -> str:
@@ -187,8 +189,9 @@ def _exp_estimate(log_estimate: Estimate) -> Estimate:
     return Estimate(a, a * log_estimate.stderr, float(np.exp(log_estimate.low)), float(np.exp(log_estimate.high)))
 
 
-def _bootstrap_estimates(x: np.ndarray, y: np.ndarray, x_ref: float, raw: _RawFit, offset: bool,
-                         n_bootstrap: int, seed: int) -> tuple[list[Estimate], str]:
+def _bootstrap_estimates(
+    x: np.ndarray, y: np.ndarray, x_ref: float, raw: _RawFit, offset: bool, n_bootstrap: int, seed: int
+) -> tuple[list[Estimate], str]:
     """Percentile intervals and standard deviations over refits to points resampled with replacement.
     Resamples with fewer than MIN_DISTINCT_X distinct x, or whose refit fails, are left out and counted."""
     rng = np.random.default_rng(seed)
@@ -203,8 +206,10 @@ def _bootstrap_estimates(x: np.ndarray, y: np.ndarray, x_ref: float, raw: _RawFi
             continue
         samples.append(_derived(refit.params, x_ref))
     if len(samples) < max(20, n_bootstrap // 2):
-        raise RuntimeError(f"only {len(samples)} of {n_bootstrap} bootstrap resamples could be fitted; "
-                           "use interval='covariance' or add points")
+        raise RuntimeError(
+            f"only {len(samples)} of {n_bootstrap} bootstrap resamples could be fitted; "
+            "use interval='covariance' or add points"
+        )
     samples = np.array(samples)
     values = _derived(raw.params, x_ref)
     low, high = np.percentile(samples, [2.5, 97.5], axis=0)
@@ -215,9 +220,15 @@ def _bootstrap_estimates(x: np.ndarray, y: np.ndarray, x_ref: float, raw: _RawFi
     return estimates, (f"{left_out} of {n_bootstrap} bootstrap resamples left out" if left_out else "")
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray, *, offset: OffsetMode = True,
-                  interval: Literal["covariance", "bootstrap"] = "covariance", n_bootstrap: int = 1000,
-                  seed: int = 0) -> PowerLawFit:
+def fit_power_law(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    offset: OffsetMode = True,
+    interval: Literal["covariance", "bootstrap"] = "covariance",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> PowerLawFit:
     """Fit L(x) = a·x^(-α) + c (offset=True), L = a·x^(-α) (offset=False), or the first when c is
     identifiable and else the second (offset="auto", with a warning saying why).
 
@@ -256,13 +267,22 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, offset: OffsetMode = True,
         note = "; ".join(filter(None, [note, left_out]))
     else:
         raise ValueError(f"interval must be 'covariance' or 'bootstrap', got {interval!r}")
-    return PowerLawFit(a=estimates[0], alpha=estimates[1], c=estimates[2] if use_offset else None,
-                       n_points=int(x.size), dof=raw.dof, rmse=raw.rmse, interval=interval,
-                       x_range=(float(x.min()), float(x.max())), note=note)
+    return PowerLawFit(
+        a=estimates[0],
+        alpha=estimates[1],
+        c=estimates[2] if use_offset else None,
+        n_points=int(x.size),
+        dof=raw.dof,
+        rmse=raw.rmse,
+        interval=interval,
+        x_range=(float(x.min()), float(x.max())),
+        note=note,
+    )
 
 
-def compute_frontier(curves: pd.DataFrame, x: str = "flops", y: str = "loss", n_grid: int | None = None,
-                     window: int = 1) -> pd.DataFrame:
+def compute_frontier(
+    curves: pd.DataFrame, x: str = "flops", y: str = "loss", n_grid: int | None = None, window: int = 1
+) -> pd.DataFrame:
     """The lower envelope of several loss curves: at each compute level, the lowest loss any run reached
     there, and which run (the compute-optimal one).
 
@@ -292,8 +312,14 @@ def compute_frontier(curves: pd.DataFrame, x: str = "flops", y: str = "loss", n_
     return pd.DataFrame({x: grid[covered], y: envelope[covered], "job": jobs[best[covered]]})
 
 
-def fit_frontier(frontier: pd.DataFrame, x: str = "flops", y: str = "loss", min_x: float | None = None,
-                 offset: OffsetMode = "auto", **kwargs) -> PowerLawFit:
+def fit_frontier(
+    frontier: pd.DataFrame,
+    x: str = "flops",
+    y: str = "loss",
+    min_x: float | None = None,
+    offset: OffsetMode = "auto",
+    **kwargs,
+) -> PowerLawFit:
     """L(C) fitted to the frontier points at x >= min_x (drop the warm-up, where loss is not yet a power
     law of compute). offset="auto" by default: over a short compute range c is rarely identifiable.
     The frontier points are interpolated and correlated, so the uncertainty is optimistic; read it as a

@@ -34,8 +34,23 @@ VAL_LOSS = "val/loss"
 TOKENS = "train/tokens_seen"
 FLOPS = "train/flops_spent"
 
-TABLE_COLUMNS = ["job", "model", "params", "max_steps", "lr", "batch_size", "seq_len", "steps", "complete", "tokens",
-                 "flops", "train_loss", "val_loss", "overrides", "path"]
+TABLE_COLUMNS = [
+    "job",
+    "model",
+    "params",
+    "max_steps",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "steps",
+    "complete",
+    "tokens",
+    "flops",
+    "train_loss",
+    "val_loss",
+    "overrides",
+    "path",
+]
 CURVE_COLUMNS = ["job", "model", "params", "step", "tokens", "flops", "loss"]
 
 
@@ -64,8 +79,9 @@ class Job:
     def series(self, tag: str) -> pd.Series:
         """Values of one scalar tag indexed by step (empty when the tag was never logged)."""
         rows = self.scalars[self.scalars["tag"] == tag]
-        return pd.Series(rows["value"].to_numpy(dtype=np.float64), index=rows["step"].to_numpy(dtype=np.int64),
-                         name=tag)
+        return pd.Series(
+            rows["value"].to_numpy(dtype=np.float64), index=rows["step"].to_numpy(dtype=np.int64), name=tag
+        )
 
 
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -76,8 +92,10 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
     # Hydra names job folders by job number; multirun.yaml and launcher folders (.submitit) sit beside them.
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     if not jobs:
-        raise FileNotFoundError(f"sweep folder {sweep_dir} holds no job folders (<job number>/.hydra/config.yaml); "
-                                "is it the folder given as hydra.sweep.dir?")
+        raise FileNotFoundError(
+            f"sweep folder {sweep_dir} holds no job folders (<job number>/.hydra/config.yaml); "
+            "is it the folder given as hydra.sweep.dir?"
+        )
     return sorted(jobs, key=lambda p: int(p.name))
 
 
@@ -86,8 +104,10 @@ def newest_sweep(multiruns_dir: str | Path) -> Path:
     multiruns_dir = Path(multiruns_dir)
     sweeps = sorted(p for p in multiruns_dir.glob("*") if p.is_dir()) if multiruns_dir.is_dir() else []
     if not sweeps:
-        raise FileNotFoundError(f"no sweep under {multiruns_dir}; run e.g. "
-                                "`python -m lvm.train -m experiment=demo +sweep=scaling_tiny paths.data_dir=...`")
+        raise FileNotFoundError(
+            f"no sweep under {multiruns_dir}; run e.g. "
+            "`python -m lvm.train -m experiment=demo +sweep=scaling_tiny paths.data_dir=...`"
+        )
     # The %Y-%m-%d_%H-%M-%S names sort in time order, unlike mtimes which copying can change.
     return sweeps[-1]
 
@@ -101,8 +121,9 @@ def read_scalars(events_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no TensorBoard event files ({EVENTS_GLOB}) under {events_dir}")
     scalars = SummaryReader(str(events_dir), extra_columns={"wall_time"}).scalars
     if scalars.empty:
-        return pd.DataFrame({"step": pd.Series(dtype=np.int64), "tag": pd.Series(dtype=str),
-                             "value": pd.Series(dtype=np.float64)})
+        return pd.DataFrame(
+            {"step": pd.Series(dtype=np.int64), "tag": pd.Series(dtype=str), "value": pd.Series(dtype=np.float64)}
+        )
     scalars = scalars.sort_values("wall_time", kind="stable").drop_duplicates(["tag", "step"], keep="last")
     return scalars.sort_values(["tag", "step"], kind="stable")[["step", "tag", "value"]].reset_index(drop=True)
 
@@ -130,7 +151,9 @@ def load_job(job_dir: str | Path) -> Job:
     try:
         scalars = read_scalars(job_dir / TENSORBOARD_DIR)
     except FileNotFoundError as error:
-        raise BrokenJobError(f"job {job_dir}: {error} (still running, crashed before logging, or logger=csv?)") from None
+        raise BrokenJobError(
+            f"job {job_dir}: {error} (still running, crashed before logging, or logger=csv?)"
+        ) from None
     if not (scalars["tag"] == TRAIN_LOSS).any():
         raise BrokenJobError(f"job {job_dir}: its TensorBoard events hold no {TRAIN_LOSS}")
     return Job(int(job_dir.name), job_dir, config, [str(o) for o in overrides], scalars)
@@ -149,8 +172,12 @@ def load_jobs(sweep_dir: str | Path, strict: bool = False) -> list[Job]:
             broken.append(job_dir)
             warnings.warn(f"skipping {error}", BrokenJobWarning, stacklevel=2)
     if broken:
-        warnings.warn(f"skipped {len(broken)} of {len(broken) + len(jobs)} job(s) of {sweep_dir}: "
-                      f"{', '.join(p.name for p in broken)}", BrokenJobWarning, stacklevel=2)
+        warnings.warn(
+            f"skipped {len(broken)} of {len(broken) + len(jobs)} job(s) of {sweep_dir}: "
+            f"{', '.join(p.name for p in broken)}",
+            BrokenJobWarning,
+            stacklevel=2,
+        )
     if not jobs:
         raise BrokenJobError(f"no readable job in sweep {sweep_dir}")
     return jobs
@@ -182,9 +209,12 @@ def job_row(job: Job, last_k: int = 5) -> dict:
     # Lightning logs every n-th step, so a finished run's last logged step may be up to n - 1 short.
     complete = steps > int(cfg.trainer.max_steps) - int(OmegaConf.select(cfg, "trainer.log_every_n_steps", default=1))
     if not complete:
-        warnings.warn(f"job {job.path} logged {steps} of trainer.max_steps={cfg.trainer.max_steps} steps "
-                      "(still running, or stopped early): its final losses are not at its budget",
-                      IncompleteJobWarning, stacklevel=3)
+        warnings.warn(
+            f"job {job.path} logged {steps} of trainer.max_steps={cfg.trainer.max_steps} steps "
+            "(still running, or stopped early): its final losses are not at its budget",
+            IncompleteJobWarning,
+            stacklevel=3,
+        )
     return {
         "job": job.number,
         "model": model.name,
@@ -228,13 +258,23 @@ def job_curve(job: Job, tag: str = TRAIN_LOSS, skip_warmup: bool = False) -> pd.
         loss = loss[loss.index >= warmup_steps(job)]
     tokens_per_step, flops_per_token = _tokens_per_step_and_flops_per_token(job)
     tokens = (loss.index.to_numpy(dtype=np.float64) + 1) * tokens_per_step
-    return pd.DataFrame({"job": job.number, "model": model.name, "params": model.num_parameters,
-                         "step": loss.index.to_numpy(), "tokens": tokens, "flops": tokens * flops_per_token,
-                         "loss": loss.to_numpy()}, columns=CURVE_COLUMNS)
+    return pd.DataFrame(
+        {
+            "job": job.number,
+            "model": model.name,
+            "params": model.num_parameters,
+            "step": loss.index.to_numpy(),
+            "tokens": tokens,
+            "flops": tokens * flops_per_token,
+            "loss": loss.to_numpy(),
+        },
+        columns=CURVE_COLUMNS,
+    )
 
 
-def loss_curves(sweep_dir: str | Path, tag: str = TRAIN_LOSS, skip_warmup: bool = False,
-                strict: bool = False) -> pd.DataFrame:
+def loss_curves(
+    sweep_dir: str | Path, tag: str = TRAIN_LOSS, skip_warmup: bool = False, strict: bool = False
+) -> pd.DataFrame:
     """Long format for loss-vs-compute plots: one row per (job, logged step) with job, model, params, step,
     tokens, flops and loss (the `tag` scalar); see job_curve for skip_warmup."""
     curves = [job_curve(job, tag, skip_warmup) for job in load_jobs(sweep_dir, strict=strict)]
@@ -254,7 +294,9 @@ def params_points(table: pd.DataFrame, loss: str | None = None, max_steps: int |
     max_steps = int(table["max_steps"].max()) if max_steps is None else max_steps
     runs = table[(table["max_steps"] == max_steps) & table["complete"]]
     if runs.empty:
-        raise ValueError(f"no complete run with max_steps={max_steps}; the table has {sorted(table['max_steps'].unique())}")
+        raise ValueError(
+            f"no complete run with max_steps={max_steps}; the table has {sorted(table['max_steps'].unique())}"
+        )
     loss = loss or loss_column(runs)
     runs = runs[runs[loss].notna()]
     best = runs.loc[runs.groupby("params")[loss].idxmin()].sort_values("params")

@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import os
+
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 def parse_dtype(name: str | None, option: str = "dtype") -> torch.dtype:
@@ -23,7 +30,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto": this process's GPU (LOCAL_RANK) when there is one, else the CPU."""
+    """ "auto": this process's GPU (LOCAL_RANK) when there is one, else the CPU."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -32,7 +39,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """"auto": bf16 autocast on CUDA, fp32 elsewhere (bf16 on CPUs without bf16 units is slower)."""
+    """ "auto": bf16 autocast on CUDA, fp32 elsewhere (bf16 on CPUs without bf16 units is slower)."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if precision not in PRECISIONS:

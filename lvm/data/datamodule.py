@@ -3,7 +3,8 @@
 Training data is one infinite, deterministic stream per (rank, worker):
     per source: shards in a reshuffled order each pass → a shuffle buffer of sentences
     → mixture: the next sentence comes from source s with probability weight_s / Σ weights
-    → packing: sentences concatenated with no separators (the original's DATASET.md and tokenize_examples/) and cut into windows of seq_len + 1
+    → packing: sentences concatenated with no separators (the original's DATASET.md and tokenize_examples/) and cut
+    into windows of seq_len + 1
       tokens at a stride of seq_len, so every token is a target exactly once, as in the original
     → sample {"input_ids": w[:-1], "labels": w[1:]} (seq_len,) int64; batches stack them (B, seq_len).
 The stream is a pure function of (seed, rank, stream index), so a run resumes exactly by regenerating
@@ -307,8 +308,9 @@ class _CountingIterator:
 class _ResumableLoader(DataLoader):
     """A DataLoader over a `MixtureStream` that tells the stream where to start at every `iter()`."""
 
-    def __init__(self, dataset: MixtureStream, *, start_fn: Callable[[], int], on_batch: Callable[[], None],
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: MixtureStream, *, start_fn: Callable[[], int], on_batch: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(dataset, **kwargs)
         self._start_fn = start_fn
         self._on_batch = on_batch
@@ -380,8 +382,12 @@ class MixtureDataModule(pl.LightningDataModule):
         # Checked at construction (cheap, no I/O) so a bad config fails before anything else starts.
         if not self.train_sources:
             raise ValueError("train_sources is empty: name at least one shard source with a path and a weight")
-        for name, value in (("seq_len", self.seq_len), ("batch_size", self.batch_size),
-                            ("tokens_per_image", self.tokens_per_image), ("vocab_size", self.vocab_size)):
+        for name, value in (
+            ("seq_len", self.seq_len),
+            ("batch_size", self.batch_size),
+            ("tokens_per_image", self.tokens_per_image),
+            ("vocab_size", self.vocab_size),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {value}")
         if self.seq_len % self.tokens_per_image:
@@ -390,9 +396,7 @@ class MixtureDataModule(pl.LightningDataModule):
                 f"training sequences must hold whole images"
             )
         if self.num_workers < 0 or self.shuffle_buffer < 0:
-            raise ValueError(
-                f"num_workers ({self.num_workers}) and shuffle_buffer ({self.shuffle_buffer}) must be ≥ 0"
-            )
+            raise ValueError(f"num_workers ({self.num_workers}) and shuffle_buffer ({self.shuffle_buffer}) must be ≥ 0")
 
     @property
     def val_source_names(self) -> list[str]:
@@ -517,8 +521,12 @@ class MixtureDataModule(pl.LightningDataModule):
         """Make the next training loader skip exactly the batches consumed before the checkpoint."""
         if "batches_yielded" not in state_dict:
             raise ValueError(f"MixtureDataModule state has no field 'batches_yielded' (fields: {sorted(state_dict)})")
-        current = {"seed": self.seed, "batch_size": self.batch_size, "num_workers": self.num_workers,
-                   "world_size": self._rank_and_world_size()[1]}
+        current = {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "world_size": self._rank_and_world_size()[1],
+        }
         for key, value in current.items():
             if key in state_dict and state_dict[key] != value:
                 rank_zero_warn(

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from collections.abc import Iterator
-from dataclasses import dataclass
-from dataclasses import field
-from lvm.data.shards import ShardWriter
-from lvm.data.shards import VisualSentence
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lvm.data.shards import ShardWriter, VisualSentence
 from lvm.media.images import images_to_tensor
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.vqgan import VQGANModel
-import numpy as np
-import os
+
 
 @dataclass
 class ImageSentence:
@@ -41,8 +41,13 @@ def tokenize_sentences(
         for sentence in pending:
             rows = codes[start : start + len(sentence)]
             start += len(sentence)
-            yield VisualSentence(tokens=rows.reshape(-1), kind=sentence.kind, source=list(sentence.source),
-                                 n_images=len(sentence), meta=dict(sentence.meta))
+            yield VisualSentence(
+                tokens=rows.reshape(-1),
+                kind=sentence.kind,
+                source=list(sentence.source),
+                n_images=len(sentence),
+                meta=dict(sentence.meta),
+            )
         pending.clear()
 
     n_images = 0

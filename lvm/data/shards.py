@@ -1,6 +1,7 @@
 """WebDataset shards of visual sentences: one writer, one manifest, readers that name what is wrong.
 
-On disk (the original's DATASET.md and tokenize_examples/, stored as uint16 instead of the original's base64 int32 jsonl):
+On disk (the original's DATASET.md and tokenize_examples/, stored as uint16 instead of the original's base64 int32
+jsonl):
     <out_dir>/<prefix>-000000.tar     samples {key}.tokens.npy (1-D uint16) + {key}.json
     <out_dir>/manifest.json           {"version": 1, "shards": [{"path", "samples", "tokens"}], "samples",
                                        "tokens", "kinds": {kind: tokens}, "tokens_per_image", "vocab_size",
@@ -10,8 +11,6 @@ with a manifest holds a complete, consistent shard set.
 """
 
 from __future__ import annotations
-
-from lvm.core.atomic_files import write_json_atomic
 
 import glob
 import io
@@ -26,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import webdataset as wds
+
+from lvm.core.atomic_files import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 PROGRESS_DIR = "progress"  # per-shard summaries of a resumable writer
@@ -148,8 +149,12 @@ def write_shard_file(
 
 
 def manifest_dict(
-    shards: list[dict[str, Any]], kinds: dict[str, int], tokens_per_image: int | None, vocab_size: int,
-    config: dict | None, **extra: Any,
+    shards: list[dict[str, Any]],
+    kinds: dict[str, int],
+    tokens_per_image: int | None,
+    vocab_size: int,
+    config: dict | None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """The manifest.json object of a shard set (`shards`: {"path", "samples", "tokens"} each)."""
     return {
@@ -177,8 +182,10 @@ def check_plan(out_dir: str | os.PathLike, plan: dict[str, Any]) -> None:
     changed = [k for k in sorted(plan.keys() | old.keys()) if old.get(k) != plan.get(k)]
     if changed:
         described = "; ".join(f"{k}: was {old.get(k)!r}, now {plan.get(k)!r}" for k in changed)
-        raise ValueError(f"{path}: this output folder was started with another {', '.join(changed)} "
-                         f"({described}); use a new output_dir or delete this one to start again")
+        raise ValueError(
+            f"{path}: this output folder was started with another {', '.join(changed)} "
+            f"({described}); use a new output_dir or delete this one to start again"
+        )
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -397,7 +404,7 @@ def _plain_tar_samples(path: str) -> list[dict[str, Any]]:
     samples: list[dict[str, Any]] = []
     offset = 0
     while offset + 512 <= len(data):
-        header = data[offset:offset + 512]
+        header = data[offset : offset + 512]
         if header.count(0) == 512:  # end-of-archive block
             return samples
         # The checksum counts its own 8-byte field as spaces (POSIX ustar).
@@ -415,7 +422,7 @@ def _plain_tar_samples(path: str) -> list[dict[str, Any]]:
         key = os.path.join(os.path.dirname(name), key) if os.path.dirname(name) else key
         if not samples or samples[-1]["__key__"] != key:
             samples.append({"__key__": key})
-        samples[-1][suffix] = data[start:start + size]
+        samples[-1][suffix] = data[start : start + size]
         offset = start + (size + 511) // 512 * 512
     if offset != len(data) or samples:
         # A tar ends with zero blocks; running out of bytes without one means the file was cut.

@@ -33,7 +33,8 @@ def unigram_nll(sentence: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
 
 
 def copy_last_frame_nll(sentence: np.ndarray, tokens_per_image: int, log_probs: np.ndarray, eps: float) -> np.ndarray:
-    """Per-target NLL (T − tokens_per_image,) for targets from the second frame on: −log((1−ε)·[x_t = x_{t−n}] + ε·p(x_t))."""
+    """Per-target NLL (T − tokens_per_image,) for targets from the second frame on: −log((1−ε)·[x_t = x_{t−n}] +
+    ε·p(x_t))."""
     tokens = np.asarray(sentence, dtype=np.int64)
     n = tokens_per_image
     same = tokens[n:] == tokens[:-n]
@@ -43,8 +44,10 @@ def copy_last_frame_nll(sentence: np.ndarray, tokens_per_image: int, log_probs: 
 def fit_copy_eps(train_videos: Sequence[np.ndarray], tokens_per_image: int, log_probs: np.ndarray) -> float:
     """ε minimising the copy-last-frame loss on training videos (a 1-D grid search in log space)."""
     grid = np.logspace(-4, 0, 81)[:-1]
-    losses = [np.mean(np.concatenate([copy_last_frame_nll(s, tokens_per_image, log_probs, e) for s in train_videos]))
-              for e in grid]
+    losses = [
+        np.mean(np.concatenate([copy_last_frame_nll(s, tokens_per_image, log_probs, e) for s in train_videos]))
+        for e in grid
+    ]
     return float(grid[int(np.argmin(losses))])
 
 
@@ -92,7 +95,9 @@ def heldout_report(
         eps = fit_copy_eps(train_videos, tokens_per_image, log_probs)
         n = tokens_per_image
         # Model targets are positions 1..T−1; targets from the second frame on start at index n − 1.
-        report["val_loss_video_after_first_frame"] = float(np.mean(np.concatenate([model_rows[i][n - 1 :] for i in videos])))
+        report["val_loss_video_after_first_frame"] = float(
+            np.mean(np.concatenate([model_rows[i][n - 1 :] for i in videos]))
+        )
         report["copy_last_frame_loss"] = float(
             np.mean(np.concatenate([copy_last_frame_nll(val_sentences[i], n, log_probs, eps) for i in videos]))
         )

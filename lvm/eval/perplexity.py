@@ -21,8 +21,6 @@ per example) and `<stem>.json` (the summary), both written atomically.
 
 from __future__ import annotations
 
-from lvm.core.atomic_files import write_csv_atomic
-
 import glob
 import json
 import logging
@@ -39,22 +37,23 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files, read_file_list, split_path_list
-from lvm.media.skips import BadInputError, SkipCounter
-from lvm.media.clips import clip_indices, clip_span, sample_clip_start
-from lvm.media.video import read_video_frames
-from lvm.core.atomic_files import write_json_atomic
-from lvm.eval.heldout import model_nll
+from lvm.core.atomic_files import write_csv_atomic, write_json_atomic
 from lvm.core.jsonl import iter_json_objects
+from lvm.eval.heldout import model_nll
+from lvm.media.clips import clip_indices, clip_span, sample_clip_start
+from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files, read_file_list, split_path_list
+from lvm.media.images import ImageReadError, load_image, uint8_to_tensor
+from lvm.media.skips import BadInputError, SkipCounter
+from lvm.media.video import read_video_frames
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import encode_images
-from lvm.media.images import ImageReadError, load_image, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
 log = logging.getLogger(__name__)
 
 
 # --- scoring ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class CodedExample:
@@ -83,8 +82,14 @@ class ExampleScore:
         return math.exp(self.loss)
 
     def row(self) -> dict:
-        return {"id": self.id, **self.meta, "n_input_tokens": self.n_input_tokens,
-                "n_target_tokens": self.n_target_tokens, "loss": self.loss, "perplexity": self.perplexity}
+        return {
+            "id": self.id,
+            **self.meta,
+            "n_input_tokens": self.n_input_tokens,
+            "n_target_tokens": self.n_target_tokens,
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+        }
 
 
 def check_fits(model: LLaMA, examples: Sequence[CodedExample]) -> None:
@@ -94,19 +99,26 @@ def check_fits(model: LLaMA, examples: Sequence[CodedExample]) -> None:
     for example in examples:
         n_in, n_target = len(example.input_codes), len(example.target_codes)
         if n_in == 0 or n_target == 0:
-            raise ValueError(f"{example.where}: {n_in} context and {n_target} target tokens; both must be non-empty "
-                             "(the first target token is predicted from the last context token)")
+            raise ValueError(
+                f"{example.where}: {n_in} context and {n_target} target tokens; both must be non-empty "
+                "(the first target token is predicted from the last context token)"
+            )
         if n_in + n_target > max_len:
-            raise ValueError(f"{example.where}: {n_in} context + {n_target} target tokens = {n_in + n_target} "
-                             f"exceed the model's max_seq_len {max_len}; use fewer context images")
+            raise ValueError(
+                f"{example.where}: {n_in} context + {n_target} target tokens = {n_in + n_target} "
+                f"exceed the model's max_seq_len {max_len}; use fewer context images"
+            )
         top = max(int(example.input_codes.max()), int(example.target_codes.max()))
         if top >= vocab:
-            raise ValueError(f"{example.where}: code {top} ≥ the model's vocab_size {vocab}; is the tokenizer "
-                             "the one the model was trained on?")
+            raise ValueError(
+                f"{example.where}: code {top} ≥ the model's vocab_size {vocab}; is the tokenizer "
+                "the one the model was trained on?"
+            )
 
 
-def target_nll(model: LLaMA, examples: Sequence[CodedExample], batch_size: int = 8,
-               progress: bool = False) -> list[np.ndarray]:
+def target_nll(
+    model: LLaMA, examples: Sequence[CodedExample], batch_size: int = 8, progress: bool = False
+) -> list[np.ndarray]:
     """NLL (n_target_tokens,) of each example's target tokens, each predicted from every token before
     it. Examples of equal total length share a forward pass (`batch_size` at a time)."""
     if batch_size < 1:
@@ -115,25 +127,35 @@ def target_nll(model: LLaMA, examples: Sequence[CodedExample], batch_size: int =
     by_length: dict[int, list[int]] = {}
     for i, example in enumerate(examples):
         by_length.setdefault(len(example.input_codes) + len(example.target_codes), []).append(i)
-    batches = [indices[start:start + batch_size] for indices in by_length.values()
-               for start in range(0, len(indices), batch_size)]
+    batches = [
+        indices[start : start + batch_size]
+        for indices in by_length.values()
+        for start in range(0, len(indices), batch_size)
+    ]
     out: list[np.ndarray | None] = [None] * len(examples)
     for batch in track(batches, description="scoring", disable=not progress):
         sentences = [np.concatenate([examples[i].input_codes, examples[i].target_codes]) for i in batch]
         rows = model_nll(model, sentences, batch_size=len(batch))  # targets 1..T−1 of each sentence
         for i, row in zip(batch, rows):
-            out[i] = row[-len(examples[i].target_codes):]
+            out[i] = row[-len(examples[i].target_codes) :]
     return out  # type: ignore[return-value]
 
 
-def score_examples(model: LLaMA, examples: Sequence[CodedExample], batch_size: int = 8,
-                   progress: bool = False) -> list[ExampleScore]:
+def score_examples(
+    model: LLaMA, examples: Sequence[CodedExample], batch_size: int = 8, progress: bool = False
+) -> list[ExampleScore]:
     """Per-example target loss, in the order of `examples`."""
     rows = target_nll(model, examples, batch_size=batch_size, progress=progress)
-    return [ExampleScore(id=example.id, n_input_tokens=len(example.input_codes),
-                         n_target_tokens=len(example.target_codes), loss=float(np.mean(row, dtype=np.float64)),
-                         meta=example.meta)
-            for example, row in zip(examples, rows)]
+    return [
+        ExampleScore(
+            id=example.id,
+            n_input_tokens=len(example.input_codes),
+            n_target_tokens=len(example.target_codes),
+            loss=float(np.mean(row, dtype=np.float64)),
+            meta=example.meta,
+        )
+        for example, row in zip(examples, rows)
+    ]
 
 
 def summarize(scores: Sequence[ExampleScore]) -> dict:
@@ -155,6 +177,7 @@ def summarize(scores: Sequence[ExampleScore]) -> dict:
 
 # --- encoding --------------------------------------------------------------------------------------
 
+
 @dataclass
 class ImageExample:
     """One example as pixels: context (n_in, 3, R, R) and target (n_target, 3, R, R) in [0, 1]."""
@@ -166,8 +189,9 @@ class ImageExample:
     meta: dict = field(default_factory=dict)
 
 
-def encode_examples(vqgan: VQGANModel, examples: Iterable[ImageExample],
-                    images_per_batch: int = 64) -> Iterator[CodedExample]:
+def encode_examples(
+    vqgan: VQGANModel, examples: Iterable[ImageExample], images_per_batch: int = 64
+) -> Iterator[CodedExample]:
     """Encode the images of consecutive examples together, at least `images_per_batch` per VQGAN call
     (whole examples at a time), and yield each example's codes in order."""
     pending: list[ImageExample] = []
@@ -179,8 +203,13 @@ def encode_examples(vqgan: VQGANModel, examples: Iterable[ImageExample],
         at = 0
         for e in pending:
             n_in, n_target = len(e.inputs), len(e.targets)
-            yield CodedExample(id=e.id, where=e.where, input_codes=codes[at:at + n_in].reshape(-1),
-                               target_codes=codes[at + n_in:at + n_in + n_target].reshape(-1), meta=e.meta)
+            yield CodedExample(
+                id=e.id,
+                where=e.where,
+                input_codes=codes[at : at + n_in].reshape(-1),
+                target_codes=codes[at + n_in : at + n_in + n_target].reshape(-1),
+                meta=e.meta,
+            )
             at += n_in + n_target
 
     for example in examples:
@@ -194,6 +223,7 @@ def encode_examples(vqgan: VQGANModel, examples: Iterable[ImageExample],
 
 
 # --- image examples: the original's jsonl ---------------------------------------------------------
+
 
 class BadPromptError(ValueError):
     """A jsonl line that cannot be scored; the message names the file, the line and the field."""
@@ -221,9 +251,13 @@ def _paths_field(record: dict, key: str, base: Path, where: str) -> list[Path]:
     return [base / v for v in value]
 
 
-def read_prompt_lines(path: str | os.PathLike, base_dir: str | os.PathLike | None = None,
-                      input_key: str = "input", target_key: str = "target",
-                      skips: SkipCounter | None = None) -> list[PromptLine]:
+def read_prompt_lines(
+    path: str | os.PathLike,
+    base_dir: str | os.PathLike | None = None,
+    input_key: str = "input",
+    target_key: str = "target",
+    skips: SkipCounter | None = None,
+) -> list[PromptLine]:
     """The examples of a jsonl file; blank lines are ignored. A malformed line raises BadPromptError,
     or with `skips` is recorded there (as "<file>:<line>") and left out."""
     path = Path(path)
@@ -237,8 +271,11 @@ def read_prompt_lines(path: str | os.PathLike, base_dir: str | os.PathLike | Non
         try:
             if isinstance(record, ValueError):
                 raise BadPromptError(str(record))
-            prompts.append(PromptLine(number, _paths_field(record, input_key, base, where),
-                                      _paths_field(record, target_key, base, where)))
+            prompts.append(
+                PromptLine(
+                    number, _paths_field(record, input_key, base, where), _paths_field(record, target_key, base, where)
+                )
+            )
         except BadPromptError as err:
             if skips is None:
                 raise
@@ -257,9 +294,14 @@ def _load_field(paths: Sequence[Path], key: str, size: int, where: str) -> torch
     return torch.stack(images)
 
 
-def load_prompt_images(prompts: Iterable[PromptLine], jsonl: str | os.PathLike, size: int,
-                       input_key: str = "input", target_key: str = "target",
-                       skips: SkipCounter | None = None) -> Iterator[ImageExample]:
+def load_prompt_images(
+    prompts: Iterable[PromptLine],
+    jsonl: str | os.PathLike,
+    size: int,
+    input_key: str = "input",
+    target_key: str = "target",
+    skips: SkipCounter | None = None,
+) -> Iterator[ImageExample]:
     """The images of each line at `size`×`size` (as the original prepares VQGAN input). An unreadable
     image raises BadPromptError naming file, line and field, or with `skips` is recorded and its line
     left out."""
@@ -273,12 +315,17 @@ def load_prompt_images(prompts: Iterable[PromptLine], jsonl: str | os.PathLike, 
                 raise
             skips.skip(where, str(err).removeprefix(f"{where}: "))
             continue
-        yield ImageExample(id=str(prompt.line), where=where, inputs=inputs, targets=targets,
-                           meta={"line": prompt.line, "n_input_images": len(inputs),
-                                 "n_target_images": len(targets)})
+        yield ImageExample(
+            id=str(prompt.line),
+            where=where,
+            inputs=inputs,
+            targets=targets,
+            meta={"line": prompt.line, "n_input_images": len(inputs), "n_target_images": len(targets)},
+        )
 
 
 # --- video examples ----------------------------------------------------------------------------------
+
 
 @dataclass
 class VideoSource:
@@ -319,8 +366,9 @@ def find_videos(videos: str | os.PathLike | Iterable[str | os.PathLike]) -> list
 
     def add_path(path: str) -> None:
         if os.path.isdir(path):
-            sources.append(VideoSource(key=os.path.basename(os.path.normpath(path)), path=path,
-                                       frames=_frame_files(path)))
+            sources.append(
+                VideoSource(key=os.path.basename(os.path.normpath(path)), path=path, frames=_frame_files(path))
+            )
         else:
             sources.append(VideoSource(key=os.path.basename(path), path=path))
 
@@ -346,20 +394,26 @@ def clip_start(n_available: int, n_frames: int, stride: int, seed: int, key: str
     return sample_clip_start(n_available, n_frames, stride, random.Random(f"{seed}:{key}"))
 
 
-def read_clip(source: VideoSource, n_frames: int, stride: int, seed: int, size: int,
-              center_crop: float | None = None) -> tuple[torch.Tensor | None, dict]:
+def read_clip(
+    source: VideoSource, n_frames: int, stride: int, seed: int, size: int, center_crop: float | None = None
+) -> tuple[torch.Tensor | None, dict]:
     """The clip's frames (n_frames, 3, size, size) in [0, 1] and {"start", "stride", "n_frames_available"};
     frames None when the video is too short. Video files are decoded whole (at `size`, or at full size
     and their crop) and resized with OpenCV, as the original reads videos (`read_video_frames`);
-    frame-folder images are read with PIL, as the original prepares images (`load_image`). Unreadable input raises BadInputError naming it."""
+    frame-folder images are read with PIL, as the original prepares images (`load_image`). Unreadable input raises
+    BadInputError naming it."""
     if source.frames is not None:
         n_available = len(source.frames)
         start = clip_start(n_available, n_frames, stride, seed, source.key)
         frames = None
         if start is not None:
             try:
-                frames = torch.stack([load_image(source.frames[i], size=size, center_crop=center_crop)
-                                      for i in clip_indices(start, n_frames, stride)])
+                frames = torch.stack(
+                    [
+                        load_image(source.frames[i], size=size, center_crop=center_crop)
+                        for i in clip_indices(start, n_frames, stride)
+                    ]
+                )
             except (ImageReadError, OSError) as err:
                 raise BadInputError(source.path, str(err)) from err
     else:
@@ -368,19 +422,33 @@ def read_clip(source: VideoSource, n_frames: int, stride: int, seed: int, size: 
         decoded = read_video_frames(source.path, size, center_crop)
         n_available = len(decoded)
         start = clip_start(n_available, n_frames, stride, seed, source.key)
-        frames = None if start is None else torch.stack(
-            [uint8_to_tensor(decoded[i]) for i in clip_indices(start, n_frames, stride)])
+        frames = (
+            None
+            if start is None
+            else torch.stack([uint8_to_tensor(decoded[i]) for i in clip_indices(start, n_frames, stride)])
+        )
     return frames, {"start": start, "stride": stride, "n_frames_available": n_available}
 
 
-def load_video_clips(sources: Iterable[VideoSource], size: int, n_context_frames: int = 15, n_target_frames: int = 1,
-                     stride: int = 8, seed: int = 0, center_crop: float | None = None,
-                     skips: SkipCounter | None = None, skip_bad: bool = False) -> Iterator[ImageExample]:
+def load_video_clips(
+    sources: Iterable[VideoSource],
+    size: int,
+    n_context_frames: int = 15,
+    n_target_frames: int = 1,
+    stride: int = 8,
+    seed: int = 0,
+    center_crop: float | None = None,
+    skips: SkipCounter | None = None,
+    skip_bad: bool = False,
+) -> Iterator[ImageExample]:
     """One example per video: the first `n_context_frames` frames of its clip as context, the last
     `n_target_frames` as targets. Too-short videos are recorded in `skips` and left out; unreadable
     ones raise BadInputError unless `skip_bad` (then recorded too)."""
-    for name, value in {"n_context_frames": n_context_frames, "n_target_frames": n_target_frames,
-                        "stride": stride}.items():
+    for name, value in {
+        "n_context_frames": n_context_frames,
+        "n_target_frames": n_target_frames,
+        "stride": stride,
+    }.items():
         if value < 1:
             raise ValueError(f"{name} must be ≥ 1, got {value}")
     skips = skips if skips is not None else SkipCounter()
@@ -395,23 +463,35 @@ def load_video_clips(sources: Iterable[VideoSource], size: int, n_context_frames
             skips.skip(source.path, err.reason)
             continue
         if frames is None:
-            skips.skip(source.path, f"too short: {meta['n_frames_available']} frames, a clip of {n_frames} "
-                                    f"at stride {stride} needs {clip_span(n_frames, stride)}")
+            skips.skip(
+                source.path,
+                f"too short: {meta['n_frames_available']} frames, a clip of {n_frames} "
+                f"at stride {stride} needs {clip_span(n_frames, stride)}",
+            )
             continue
-        yield ImageExample(id=source.key, where=source.path, inputs=frames[:n_context_frames],
-                           targets=frames[n_context_frames:], meta={"path": source.path, **meta})
+        yield ImageExample(
+            id=source.key,
+            where=source.path,
+            inputs=frames[:n_context_frames],
+            targets=frames[n_context_frames:],
+            meta={"path": source.path, **meta},
+        )
 
 
 # --- results -----------------------------------------------------------------------------------------
 
 
 def skip_summary(skips: SkipCounter) -> dict:
-    return {"n_seen": skips.files_seen, "n_skipped": skips.n_skipped,
-            "skipped": [{"where": where, "reason": reason} for where, reason in skips.skipped]}
+    return {
+        "n_seen": skips.files_seen,
+        "n_skipped": skips.n_skipped,
+        "skipped": [{"where": where, "reason": reason} for where, reason in skips.skipped],
+    }
 
 
-def write_results(out_dir: str | os.PathLike, stem: str, scores: Sequence[ExampleScore],
-                  summary: dict) -> tuple[Path, Path]:
+def write_results(
+    out_dir: str | os.PathLike, stem: str, scores: Sequence[ExampleScore], summary: dict
+) -> tuple[Path, Path]:
     """`<out_dir>/<stem>.csv` (one row per example) and `<out_dir>/<stem>.json` (the summary)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,8 +501,9 @@ def write_results(out_dir: str | os.PathLike, stem: str, scores: Sequence[Exampl
     return csv_path, json_path
 
 
-def print_report(title: str, scores: Sequence[ExampleScore], summary: dict, max_rows: int = 20,
-                 console: Console | None = None) -> None:
+def print_report(
+    title: str, scores: Sequence[ExampleScore], summary: dict, max_rows: int = 20, console: Console | None = None
+) -> None:
     """The first `max_rows` examples and the run's numbers as rich tables."""
     console = console or Console()
     table = Table(title=title)
@@ -436,15 +517,31 @@ def print_report(title: str, scores: Sequence[ExampleScore], summary: dict, max_
     totals = Table(title="summary")
     totals.add_column("measure")
     totals.add_column("value", justify="right")
-    for key in ("n_examples", "n_target_tokens", "mean_perplexity", "mean_loss", "token_loss", "token_perplexity",
-                "n_skipped"):
+    for key in (
+        "n_examples",
+        "n_target_tokens",
+        "mean_perplexity",
+        "mean_loss",
+        "token_loss",
+        "token_perplexity",
+        "n_skipped",
+    ):
         value = summary.get(key)
         totals.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(totals)
 
 
-def _finish(model: LLaMA, examples: list[CodedExample], skips: SkipCounter, stem: str, title: str,
-            out_dir: str | os.PathLike, settings: dict, batch_size: int, progress: bool) -> dict:
+def _finish(
+    model: LLaMA,
+    examples: list[CodedExample],
+    skips: SkipCounter,
+    stem: str,
+    title: str,
+    out_dir: str | os.PathLike,
+    settings: dict,
+    batch_size: int,
+    progress: bool,
+) -> dict:
     if not examples:
         raise ValueError(f"{title}: no example left to score ({skips.summary()})")
     scores = score_examples(model, examples, batch_size=batch_size, progress=progress)
@@ -452,22 +549,42 @@ def _finish(model: LLaMA, examples: list[CodedExample], skips: SkipCounter, stem
     csv_path, json_path = write_results(out_dir, stem, scores, summary)
     summary["csv"], summary["json"] = str(csv_path), str(json_path)
     print_report(title, scores, summary)
-    log.info("%s: %d examples, mean perplexity %.4f, token perplexity %.4f (loss %.4f); %s; results in %s and %s",
-             title, summary["n_examples"], summary["mean_perplexity"], summary["token_perplexity"],
-             summary["token_loss"], skips.summary(), csv_path, json_path)
+    log.info(
+        "%s: %d examples, mean perplexity %.4f, token perplexity %.4f (loss %.4f); %s; results in %s and %s",
+        title,
+        summary["n_examples"],
+        summary["mean_perplexity"],
+        summary["token_perplexity"],
+        summary["token_loss"],
+        skips.summary(),
+        csv_path,
+        json_path,
+    )
     return summary
 
 
 def _check_vocab(model: LLaMA, vqgan: VQGANModel) -> None:
     if vqgan.config.num_embeddings > model.config.vocab_size:
-        raise ValueError(f"the VQGAN has {vqgan.config.num_embeddings} codes but the model's vocab_size is "
-                         f"{model.config.vocab_size}; they were not trained together")
+        raise ValueError(
+            f"the VQGAN has {vqgan.config.num_embeddings} codes but the model's vocab_size is "
+            f"{model.config.vocab_size}; they were not trained together"
+        )
 
 
-def evaluate_perplexity(model: LLaMA, vqgan: VQGANModel, prompts: str | os.PathLike, out_dir: str | os.PathLike,
-                        base_dir: str | os.PathLike | None = None, input_key: str = "input",
-                        target_key: str = "target", batch_size: int = 8, encode_batch_size: int = 64,
-                        skip_bad: bool = False, progress: bool = True, about: dict | None = None) -> dict:
+def evaluate_perplexity(
+    model: LLaMA,
+    vqgan: VQGANModel,
+    prompts: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    base_dir: str | os.PathLike | None = None,
+    input_key: str = "input",
+    target_key: str = "target",
+    batch_size: int = 8,
+    encode_batch_size: int = 64,
+    skip_bad: bool = False,
+    progress: bool = True,
+    about: dict | None = None,
+) -> dict:
     """Score every line of the jsonl `prompts`; writes `perplexity.{csv,json}` to `out_dir` and returns
     the summary (`about`, e.g. the model's path, is copied into it)."""
     _check_vocab(model, vqgan)
@@ -475,19 +592,37 @@ def evaluate_perplexity(model: LLaMA, vqgan: VQGANModel, prompts: str | os.PathL
     lines = read_prompt_lines(prompts, base_dir, input_key, target_key, skips if skip_bad else None)
     if not skip_bad:
         skips.saw(len(lines))
-    images = load_prompt_images(lines, prompts, vqgan.config.resolution, input_key, target_key,
-                                skips if skip_bad else None)
-    examples = list(track(encode_examples(vqgan, images, encode_batch_size), total=len(lines),
-                          description="encoding", disable=not progress))
+    images = load_prompt_images(
+        lines, prompts, vqgan.config.resolution, input_key, target_key, skips if skip_bad else None
+    )
+    examples = list(
+        track(
+            encode_examples(vqgan, images, encode_batch_size),
+            total=len(lines),
+            description="encoding",
+            disable=not progress,
+        )
+    )
     settings = {**(about or {}), "prompts": str(prompts), "base_dir": str(base_dir or Path(prompts).parent)}
     return _finish(model, examples, skips, "perplexity", "perplexity", out_dir, settings, batch_size, progress)
 
 
-def evaluate_video_perplexity(model: LLaMA, vqgan: VQGANModel, videos: str | os.PathLike | Sequence[str],
-                              out_dir: str | os.PathLike, n_context_frames: int = 15, n_target_frames: int = 1,
-                              stride: int = 8, seed: int = 0, center_crop: float | None = None,
-                              batch_size: int = 8, encode_batch_size: int = 64, skip_bad: bool = False,
-                              progress: bool = True, about: dict | None = None) -> dict:
+def evaluate_video_perplexity(
+    model: LLaMA,
+    vqgan: VQGANModel,
+    videos: str | os.PathLike | Sequence[str],
+    out_dir: str | os.PathLike,
+    n_context_frames: int = 15,
+    n_target_frames: int = 1,
+    stride: int = 8,
+    seed: int = 0,
+    center_crop: float | None = None,
+    batch_size: int = 8,
+    encode_batch_size: int = 64,
+    skip_bad: bool = False,
+    progress: bool = True,
+    about: dict | None = None,
+) -> dict:
     """Score one clip per video (file or frame folder) of `videos`; writes `video_perplexity.{csv,json}`
     to `out_dir` and returns the summary (`about`, e.g. the model's path, is copied into it)."""
     _check_vocab(model, vqgan)
@@ -495,12 +630,27 @@ def evaluate_video_perplexity(model: LLaMA, vqgan: VQGANModel, videos: str | os.
     if not sources:
         raise ValueError(f"videos={videos!r}: no video files or frame folders found")
     skips = SkipCounter()
-    clips = load_video_clips(sources, vqgan.config.resolution, n_context_frames, n_target_frames, stride, seed,
-                             center_crop, skips, skip_bad)
-    examples = list(track(encode_examples(vqgan, clips, encode_batch_size), total=len(sources),
-                          description="encoding", disable=not progress))
+    clips = load_video_clips(
+        sources, vqgan.config.resolution, n_context_frames, n_target_frames, stride, seed, center_crop, skips, skip_bad
+    )
+    examples = list(
+        track(
+            encode_examples(vqgan, clips, encode_batch_size),
+            total=len(sources),
+            description="encoding",
+            disable=not progress,
+        )
+    )
     named = str(videos) if isinstance(videos, (str, os.PathLike)) else [str(v) for v in videos]
-    settings = {**(about or {}), "videos": named, "n_context_frames": n_context_frames,
-                "n_target_frames": n_target_frames, "stride": stride, "seed": seed, "center_crop": center_crop}
-    return _finish(model, examples, skips, "video_perplexity", "video perplexity", out_dir, settings, batch_size,
-                   progress)
+    settings = {
+        **(about or {}),
+        "videos": named,
+        "n_context_frames": n_context_frames,
+        "n_target_frames": n_target_frames,
+        "stride": stride,
+        "seed": seed,
+        "center_crop": center_crop,
+    }
+    return _finish(
+        model, examples, skips, "video_perplexity", "video perplexity", out_dir, settings, batch_size, progress
+    )

@@ -86,8 +86,10 @@ class PromptSet:
 
     def __post_init__(self) -> None:
         if self.contexts.ndim != 5 or self.truth.ndim != 4 or self.contexts.shape[0] != self.truth.shape[0]:
-            raise ValueError(f"PromptSet {self.task!r}: expected contexts (N, n, 3, H, W) and truth (N, 3, H, W), got "
-                             f"{tuple(self.contexts.shape)} and {tuple(self.truth.shape)}")
+            raise ValueError(
+                f"PromptSet {self.task!r}: expected contexts (N, n, 3, H, W) and truth (N, 3, H, W), got "
+                f"{tuple(self.contexts.shape)} and {tuple(self.truth.shape)}"
+            )
 
 
 def as_uint8_levels(images: torch.Tensor) -> torch.Tensor:
@@ -96,9 +98,13 @@ def as_uint8_levels(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_next_images(model: LLaMA | GenerationEngine, vqgan: VQGANModel, prompts: PromptSet,
-                         sampling: SamplingConfig | None = None, generator: torch.Generator | None = None
-                         ) -> torch.Tensor:
+def generate_next_images(
+    model: LLaMA | GenerationEngine,
+    vqgan: VQGANModel,
+    prompts: PromptSet,
+    sampling: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Each prompt's next image (N, 3, H, W), written by the LVM in one batch (greedy by default),
     decoded by the VQGAN and rounded to uint8 levels."""
     n, n_context = prompts.contexts.shape[:2]
@@ -111,7 +117,8 @@ def generate_next_images(model: LLaMA | GenerationEngine, vqgan: VQGANModel, pro
 def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSet], vqgan: VQGANModel) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
     `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
-    writes exactly the true codes gets), `gray_saturation` (mean HSV saturation of the generated gray images, when that task is there)
+    writes exactly the true codes gets), `gray_saturation` (mean HSV saturation of the generated gray images, when
+    that task is there)
     and `n_prompts` per task."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():

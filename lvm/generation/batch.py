@@ -1,4 +1,5 @@
-"""Batch generation as the original's evaluation runs it (the original's evaluation/vqlm_demo/inference.py): prompts from a jsonl file or a folder
+"""Batch generation as the original's evaluation runs it (the original's evaluation/vqlm_demo/inference.py): prompts
+from a jsonl file or a folder
 → `n_candidates` images per prompt in an output folder, a PNG grid per prompt, resumable.
 
 Prompt sources:
@@ -8,7 +9,8 @@ Prompt sources:
 - a folder of prompt folders: each subfolder is a prompt, its images in natural order (x₁ y₁ … x_q
   for an analogy, frames for a sequence), a file named `target.*` its ground truth.
 
-Output, per prompt `<out>/<id>/` (paths in results are relative to `<out>`, inputs and target absolute): `candidate_<c>.png` (the first new image of candidate c; with
+Output, per prompt `<out>/<id>/` (paths in results are relative to `<out>`, inputs and target absolute):
+`candidate_<c>.png` (the first new image of candidate c; with
 `n_new_frames` > 1 also `candidate_<c>_frame_<f>.png`), `grid.png` (one row per candidate: prompt |
 new images | target) and `result.json`, written last. `<out>/results.jsonl` lists every prompt's result.
 
@@ -31,16 +33,16 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key
-from lvm.media.video import read_video_frames, resize_video_frame
 from lvm.core.atomic_files import write_json_atomic
+from lvm.core.jsonl import iter_json_objects
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import context_frame_indices, continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
-from lvm.core.jsonl import iter_json_objects
+from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key
+from lvm.media.images import load_image, tensor_to_uint8, uint8_to_tensor
+from lvm.media.video import read_video_frames, resize_video_frame
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.grid import save_png, tile_images
-from lvm.media.images import load_image, tensor_to_uint8, uint8_to_tensor
 from lvm.tokenizer.vqgan import VQGANModel
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,17 @@ def _is_video(path: Path) -> bool:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
-                  key=lambda p: natural_sort_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+        key=lambda p: natural_sort_key(p.name),
+    )
 
 
 def read_prompts(
-    source: str | os.PathLike, input_key: str = "input", target_key: str = "target", id_key: str = "id",
+    source: str | os.PathLike,
+    input_key: str = "input",
+    target_key: str = "target",
+    id_key: str = "id",
     base_dir: str | os.PathLike | None = None,
 ) -> list[VisualPrompt]:
     """The prompts of a jsonl file or a folder of prompt folders (see the module docstring)."""
@@ -102,8 +109,10 @@ def read_prompts(
 
 def _prompts_from_folder(folder: Path) -> list[VisualPrompt]:
     prompts = []
-    for sub in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: natural_sort_key(p.name)):
+    for sub in sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: natural_sort_key(p.name),
+    ):
         images = _images_in(sub)
         targets = [p for p in images if p.stem == "target"]
         inputs = [p for p in images if p.stem != "target"]
@@ -116,7 +125,10 @@ def _prompts_from_folder(folder: Path) -> list[VisualPrompt]:
 
 
 def load_prompt_frames(
-    prompt: VisualPrompt, size: int, max_frames: int | None = None, frame_stride: int = 1,
+    prompt: VisualPrompt,
+    size: int,
+    max_frames: int | None = None,
+    frame_stride: int = 1,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The prompt's images (N, 3, size, size) in [0, 1] and the (width, height) of its last input file
     (what `resize_output="original"` restores). A video or frame folder gives every `frame_stride`-th frame
@@ -137,14 +149,16 @@ def load_prompt_frames(
             frames = torch.stack([uint8_to_tensor(resize_video_frame(a, size)) for a in arrays])
             return frames, original
     else:
-        files = list(prompt.inputs)[-max_frames if max_frames else None:]
+        files = list(prompt.inputs)[-max_frames if max_frames else None :]
         frames = torch.stack([load_image(f, size) for f in files])
         last = files[-1]
     with Image.open(last) as image:
         return frames, image.size
 
 
-def _resize(image: np.ndarray, resize_output: str | int | Sequence[int] | None, original: tuple[int, int]) -> np.ndarray:
+def _resize(
+    image: np.ndarray, resize_output: str | int | Sequence[int] | None, original: tuple[int, int]
+) -> np.ndarray:
     """(H, W, 3) uint8 → resized per `resize_output`: None (as generated), "original" (the prompt's last
     input size), an int (square side) or [height, width]."""
     if resize_output is None:
@@ -161,8 +175,14 @@ def _resize(image: np.ndarray, resize_output: str | int | Sequence[int] | None, 
 
 
 def _write_prompt_outputs(
-    prompt: VisualPrompt, out_dir: Path, prompt_images: torch.Tensor, new_images: torch.Tensor,
-    original_size: tuple[int, int], resize_output, include_input: bool, size: int,
+    prompt: VisualPrompt,
+    out_dir: Path,
+    prompt_images: torch.Tensor,
+    new_images: torch.Tensor,
+    original_size: tuple[int, int],
+    resize_output,
+    include_input: bool,
+    size: int,
 ) -> dict:
     """Candidate PNGs, the grid and result.json (last) for one prompt; new_images (C, F, 3, S, S)."""
     folder = out_dir / prompt.id
@@ -184,9 +204,14 @@ def _write_prompt_outputs(
     columns = rows[0].shape[0]
     save_png(tensor_to_uint8(tile_images(torch.cat(rows), columns, padding=2, pad_value=1.0)), folder / "grid.png")
     # Generated files relative to out_dir (the folder can move); inputs and target absolute.
-    result = {"id": prompt.id, "inputs": [str(p.resolve()) for p in prompt.inputs], "candidates": candidates,
-              "frames": frames, "grid": f"{prompt.id}/grid.png",
-              "target": str(prompt.target.resolve()) if prompt.target else None}
+    result = {
+        "id": prompt.id,
+        "inputs": [str(p.resolve()) for p in prompt.inputs],
+        "candidates": candidates,
+        "frames": frames,
+        "grid": f"{prompt.id}/grid.png",
+        "target": str(prompt.target.resolve()) if prompt.target else None,
+    }
     write_json_atomic(folder / "result.json", result)
     return result
 
@@ -229,8 +254,9 @@ def generate_for_prompts(
             new = continue_image_codes(engine, codes, n_new_frames, sampling, n_candidates, generator=generator)
             images = decode_codes(vqgan, new.reshape(-1, new.shape[-1])).view(*new.shape[:3], 3, size, size)
             for prompt, (frames, original), prompt_new in zip(batch, loaded, images):
-                _write_prompt_outputs(prompt, out_dir, frames, prompt_new.cpu(), original, resize_output,
-                                      include_input, size)
+                _write_prompt_outputs(
+                    prompt, out_dir, frames, prompt_new.cpu(), original, resize_output, include_input, size
+                )
             progress.advance(task, len(batch))
     results = [json.loads((out_dir / p.id / "result.json").read_text()) for p in prompts]
     tmp = out_dir / "results.jsonl.tmp"

@@ -11,8 +11,8 @@ How a batch runs (the shapes stay fixed from the first decode step to the last, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -47,7 +47,9 @@ class GenerationEngine:
     its keyword arguments); the first call of each new batch shape pays the compilation.
     """
 
-    def __init__(self, model: LLaMA, compile_decode: bool = False, compile_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: LLaMA, compile_decode: bool = False, compile_options: dict[str, Any] | None = None
+    ) -> None:
         self.model = model.eval()
         self.decode_step: Callable[..., torch.Tensor] = self._decode_step
         if compile_decode:
@@ -94,7 +96,11 @@ class GenerationEngine:
         return self._generate_cached(rows, max_new_tokens, sampling, n_candidates, generator)
 
     def _generate_cached(
-        self, rows: list[torch.Tensor], max_new_tokens: int, sampling: SamplingConfig, n_candidates: int,
+        self,
+        rows: list[torch.Tensor],
+        max_new_tokens: int,
+        sampling: SamplingConfig,
+        n_candidates: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         device, model = self.device, self.model
@@ -103,7 +109,7 @@ class GenerationEngine:
         pads = torch.tensor([prompt_len - len(row) for row in rows], device=device)
         tokens = torch.zeros(batch, prompt_len, dtype=torch.long, device=device)  # pad id 0: never attended
         for i, row in enumerate(rows):
-            tokens[i, pads[i]:] = row
+            tokens[i, pads[i] :] = row
         slots = torch.arange(total, device=device)
         real = slots[None, :] >= pads[:, None]  # (B, total): slots holding a real token (or a future one)
 
@@ -116,8 +122,13 @@ class GenerationEngine:
         dtype = model.embed_tokens.weight.dtype
         model.setup_kv_cache(batch_size=batch, max_len=total)
         try:
-            logits = model(tokens, input_pos=prefill_slots, last_token_only=True, position_ids=positions,
-                           attn_mask=additive_mask(prefill_mask[:, None], dtype))[:, -1]
+            logits = model(
+                tokens,
+                input_pos=prefill_slots,
+                last_token_only=True,
+                position_ids=positions,
+                attn_mask=additive_mask(prefill_mask[:, None], dtype),
+            )[:, -1]
             if n_candidates > 1:
                 model.repeat_kv_cache_rows(n_candidates)
                 logits = logits.repeat_interleave(n_candidates, dim=0)
@@ -135,7 +146,11 @@ class GenerationEngine:
         return new_tokens
 
     def _generate_by_recomputation(
-        self, rows: list[torch.Tensor], max_new_tokens: int, sampling: SamplingConfig, n_candidates: int,
+        self,
+        rows: list[torch.Tensor],
+        max_new_tokens: int,
+        sampling: SamplingConfig,
+        n_candidates: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         # Same draw order as the cached path: at each step, one draw for all rows together.

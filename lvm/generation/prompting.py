@@ -48,13 +48,16 @@ def continue_image_codes(
     engine = as_engine(model)
     sizes = {int(c.shape[1]) for c in contexts}
     if len(sizes) != 1 or any(c.ndim != 2 or c.shape[0] == 0 for c in contexts):
-        raise ValueError(f"contexts must be non-empty (images, tokens per image) tensors with one image size; got "
-                         f"shapes {[tuple(c.shape) for c in contexts]}")
+        raise ValueError(
+            f"contexts must be non-empty (images, tokens per image) tensors with one image size; got "
+            f"shapes {[tuple(c.shape) for c in contexts]}"
+        )
     n = sizes.pop()
     max_images = max_images or engine.model.config.max_seq_len // n
     if max_images < 2:
-        raise ValueError(f"the model's max_seq_len {engine.model.config.max_seq_len} holds fewer than 2 images of "
-                         f"{n} tokens")
+        raise ValueError(
+            f"the model's max_seq_len {engine.model.config.max_seq_len} holds fewer than 2 images of {n} tokens"
+        )
     window = (max_images - 1) * n
     rows = [c.reshape(-1)[-window:] for c in contexts]
     written: list[torch.Tensor] = []  # chunks of (B·n_candidates, images, n)

@@ -1,6 +1,7 @@
 """Drawing the next token from logits: temperature / top-k / top-p over the VQ codes only.
 
-Only ids < `num_vq_codes` may ever be sampled (the original's EasyLM/models/llama/llama_model.py: every special id is suppressed at generation).
+Only ids < `num_vq_codes` may ever be sampled (the original's EasyLM/models/llama/llama_model.py: every special id is
+suppressed at generation).
 """
 
 from __future__ import annotations

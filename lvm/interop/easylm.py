@@ -1,4 +1,5 @@
-"""The original's JAX/EasyLM LLaMA parameters → ours (and from there a Hugging Face folder), the original's EasyLM/models/llama/convert_easylm_to_hf.py.
+"""The original's JAX/EasyLM LLaMA parameters → ours (and from there a Hugging Face folder), the original's
+EasyLM/models/llama/convert_easylm_to_hf.py.
 
 Names: `transformer.wte.embedding` → `embed_tokens.weight`; `transformer.h.<i>.attention.{wq,wk,wv,wo}.kernel`
 → `layers.<i>.self_attn.{q,k,v,o}_proj.weight`; `feed_forward.{w1,w3,w2}.kernel` → `mlp.{gate,up,down}_proj.weight`;
@@ -46,9 +47,9 @@ import torch
 from torch import nn
 
 from lvm.interop.hf import check_weights_fit, export_hf
+from lvm.interop.pretrained import allocate_model
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.interop.pretrained import allocate_model
 
 _LAYER_NAMES = {  # EasyLM's, inside transformer.h.<i> → ours, inside layers.<i>
     "attention.wq.kernel": "self_attn.q_proj.weight",
@@ -219,13 +220,16 @@ def iter_easylm_checkpoint(path: str | Path) -> Iterator[tuple[str, torch.Tensor
             except msgpack.OutOfData:
                 return
             except (ValueError, msgpack.UnpackException) as error:
-                raise ValueError(f"{where} is not a (key path, value) pair of EasyLM's streaming checkpoint "
-                                 f"format ({error})") from None
+                raise ValueError(
+                    f"{where} is not a (key path, value) pair of EasyLM's streaming checkpoint format ({error})"
+                ) from None
             try:
                 key = unpacker.unpack() if size == 2 else None
                 if not isinstance(key, list) or not all(isinstance(k, (str, bytes, int)) for k in key):
-                    raise ValueError(f"{where} is not a (key path, value) pair of EasyLM's streaming checkpoint "
-                                     f"format (an array of {size} starting with {key!r})")
+                    raise ValueError(
+                        f"{where} is not a (key path, value) pair of EasyLM's streaming checkpoint "
+                        f"format (an array of {size} starting with {key!r})"
+                    )
                 inner = _below_params(tuple(k.decode() if isinstance(k, bytes) else str(k) for k in key))
                 if inner is None:
                     unpacker.skip()  # step, optimizer state
@@ -284,8 +288,9 @@ def load_easylm_into(model: nn.Module, path: str | Path) -> None:
     check_weights_fit(path, stored, {name: tuple(t.shape) for name, t in targets.items()})
 
 
-def load_easylm_model(path: str | Path, config: ModelConfig, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32) -> LLaMA:
+def load_easylm_model(
+    path: str | Path, config: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LLaMA:
     """An eval-mode LLaMA of `config` (EasyLM files hold no head count: give the size it was trained as)
     holding the parameters of an EasyLM checkpoint file, in `dtype` on `device`."""
     model = allocate_model(config, device, dtype)
@@ -293,8 +298,13 @@ def load_easylm_model(path: str | Path, config: ModelConfig, device: str | torch
     return model.eval()
 
 
-def convert_easylm_to_hf(path: str | Path, folder: str | Path, config: ModelConfig,
-                         dtype: torch.dtype = torch.float16, max_shard_size: int | str = "5GB") -> Path:
+def convert_easylm_to_hf(
+    path: str | Path,
+    folder: str | Path,
+    config: ModelConfig,
+    dtype: torch.dtype = torch.float16,
+    max_shard_size: int | str = "5GB",
+) -> Path:
     """An EasyLM checkpoint file → a Hugging Face LlamaForCausalLM folder (fp16 by default, as the
     original's `convert_easylm_to_hf.py` writes), through one model in `dtype`."""
     return export_hf(load_easylm_model(path, config, dtype=dtype), folder, dtype=dtype, max_shard_size=max_shard_size)

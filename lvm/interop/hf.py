@@ -27,10 +27,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from lvm.model.config import NUM_VQ_CODES, ModelConfig
-from lvm.model.llama import LLaMA
 from lvm.core.atomic_files import replace_directory, write_json_atomic
 from lvm.core.weights import load_state_dict_file
+from lvm.model.config import NUM_VQ_CODES, ModelConfig
+from lvm.model.llama import LLaMA
 
 HF_CONFIG_FIELDS = {  # ours → LlamaConfig's
     "hidden_size": "hidden_size",
@@ -67,8 +67,14 @@ def model_config_from_hf(path: str | Path) -> ModelConfig:
     missing = [hf_name for hf_name in HF_CONFIG_FIELDS.values() if hf_name not in hf and hf_name != "rope_theta"]
     if missing:
         raise ValueError(f"{config_file}: missing field(s) {missing} of a LlamaConfig")
-    for field in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
-                  "max_position_embeddings"):
+    for field in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "vocab_size",
+        "max_position_embeddings",
+    ):
         if not isinstance(hf[field], int) or isinstance(hf[field], bool) or hf[field] <= 0:
             raise ValueError(f"{config_file}: field '{field}' is {hf[field]!r}, not a positive integer")
     if not isinstance(hf["rms_norm_eps"], (int, float)) or not hf["rms_norm_eps"] > 0:
@@ -79,18 +85,24 @@ def model_config_from_hf(path: str | Path) -> ModelConfig:
             raise ValueError(f"{config_file}: field '{field}' is {hf[field]!r}; LVM models have {value!r}")
     kv_heads = hf.get("num_key_value_heads") or hf["num_attention_heads"]
     if kv_heads != hf["num_attention_heads"]:
-        raise ValueError(f"{config_file}: num_key_value_heads {kv_heads} != num_attention_heads "
-                         f"{hf['num_attention_heads']}; LVM models use plain multi-head attention")
+        raise ValueError(
+            f"{config_file}: num_key_value_heads {kv_heads} != num_attention_heads "
+            f"{hf['num_attention_heads']}; LVM models use plain multi-head attention"
+        )
     if hf.get("tie_word_embeddings"):
         raise ValueError(f"{config_file}: tie_word_embeddings is true; LVM models have an untied head")
     head_dim = hf["hidden_size"] // hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, head_dim):
-        raise ValueError(f"{config_file}: field 'head_dim' is {hf['head_dim']!r}; LVM models have hidden_size / "
-                         f"num_attention_heads = {head_dim}")
+        raise ValueError(
+            f"{config_file}: field 'head_dim' is {hf['head_dim']!r}; LVM models have hidden_size / "
+            f"num_attention_heads = {head_dim}"
+        )
     rope = hf.get("rope_parameters") or {}
     if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
-        raise ValueError(f"{config_file}: field 'rope_scaling'/'rope_parameters' asks for "
-                         f"{hf.get('rope_scaling') or rope}; LVM models use plain rotary embeddings")
+        raise ValueError(
+            f"{config_file}: field 'rope_scaling'/'rope_parameters' asks for "
+            f"{hf.get('rope_scaling') or rope}; LVM models use plain rotary embeddings"
+        )
     rope_theta = hf.get("rope_theta") or rope.get("rope_theta", 10000.0)
     values = {ours: hf[theirs] for ours, theirs in HF_CONFIG_FIELDS.items() if theirs in hf}
     values["rope_theta"] = float(rope_theta)
@@ -124,7 +136,8 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict:
         "tie_word_embeddings": False,
         "initializer_range": config.init_std,
         "use_cache": True,
-        # LlamaConfig's defaults, as the original's export leaves them (the original's EasyLM/models/llama/llama_model.py). Both are VQ codes, never
+        # LlamaConfig's defaults, as the original's export leaves them (the original's
+        # EasyLM/models/llama/llama_model.py). Both are VQ codes, never
         # inserted; generation_config.json has no eos, so `generate` does not stop on code 2.
         "bos_token_id": 1,
         "eos_token_id": 2,
@@ -134,7 +147,8 @@ def hf_config(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict:
 
 
 def hf_generation_config(config: ModelConfig) -> dict:
-    """generation_config.json fields that make `generate` sample as the LVM does (the original's evaluation/vqlm_demo/inference.py): plain sampling
+    """generation_config.json fields that make `generate` sample as the LVM does (the original's
+    evaluation/vqlm_demo/inference.py): plain sampling
     (temperature 1, top-p 1, no top-k), every special id ≥ 8192 suppressed, 8192 the pad id. No eos:
     LlamaConfig's eos 2 is a VQ code, and a visual sentence ends after its last image's tokens."""
     fields = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
@@ -217,8 +231,9 @@ def hf_tensor_shapes(folder: str | Path) -> dict[str, tuple[tuple[int, ...], str
             if name.endswith(SKIPPED_SUFFIX):
                 continue
             if _our_name(name) in shapes:
-                raise ValueError(f"{folder}: tensor {name} is stored twice, in {shapes[_our_name(name)][1]} and "
-                                 f"{file.name}")
+                raise ValueError(
+                    f"{folder}: tensor {name} is stored twice, in {shapes[_our_name(name)][1]} and {file.name}"
+                )
             shapes[_our_name(name)] = (shape, file.name)
     return shapes
 
@@ -237,21 +252,28 @@ def read_hf_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor, _ in iter_hf_tensors(folder)}
 
 
-def check_weights_fit(source: str | Path, stored: Mapping[str, tuple[tuple[int, ...], str]],
-                      expected: Mapping[str, tuple[int, ...]]) -> None:
+def check_weights_fit(
+    source: str | Path, stored: Mapping[str, tuple[tuple[int, ...], str]], expected: Mapping[str, tuple[int, ...]]
+) -> None:
     """A ValueError naming `source` and the tensors unless `stored` (name → (shape, the file holding it))
     holds exactly the model's tensors (name → shape), each of the model's shape."""
+
     def listing(items: list[str]) -> str:
         return f"{items[:8]}" + (f" and {len(items) - 8} more" if len(items) > 8 else "")
 
     missing = sorted(set(expected) - set(stored))
     unexpected = [f"{name} ({stored[name][1]})" for name in sorted(set(stored) - set(expected))]
-    mis_shaped = [f"{name}: {tuple(stored[name][0])} in {stored[name][1]}, {tuple(expected[name])} in the model"
-                  for name in sorted(set(stored) & set(expected)) if tuple(stored[name][0]) != tuple(expected[name])]
+    mis_shaped = [
+        f"{name}: {tuple(stored[name][0])} in {stored[name][1]}, {tuple(expected[name])} in the model"
+        for name in sorted(set(stored) & set(expected))
+        if tuple(stored[name][0]) != tuple(expected[name])
+    ]
     if missing or unexpected or mis_shaped:
-        raise ValueError(f"{source}: weights do not fit the configured model. Missing: {listing(missing)}; "
-                         f"unexpected: {listing(unexpected)}; mis-shaped: {listing(mis_shaped)}. Is model= the "
-                         "size it was trained as?")
+        raise ValueError(
+            f"{source}: weights do not fit the configured model. Missing: {listing(missing)}; "
+            f"unexpected: {listing(unexpected)}; mis-shaped: {listing(mis_shaped)}. Is model= the "
+            "size it was trained as?"
+        )
 
 
 def load_hf_into(model: nn.Module, folder: str | Path) -> None:
@@ -266,8 +288,17 @@ def load_hf_into(model: nn.Module, folder: str | Path) -> None:
 
 
 # ---- writing weights -----------------------------------------------------------------------------
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(size: int | str) -> int:
@@ -307,8 +338,9 @@ def shard_file_names(count: int) -> list[str]:
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
 
 
-def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
-              max_shard_size: int | str = "5GB") -> Path:
+def export_hf(
+    model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloat16, max_shard_size: int | str = "5GB"
+) -> Path:
     """Write `model` as a folder `transformers.LlamaForCausalLM.from_pretrained` loads unchanged:
     config.json, generation_config.json and safetensors weights in `dtype` (`model.safetensors`, or
     `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` when they exceed
@@ -319,8 +351,9 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
         raise ValueError(f"dtype: {dtype} is not one of {[str(d) for d in EXPORT_DTYPES]}")
     limit = parse_size(max_shard_size)
     if folder.exists() and not is_hf_folder(folder) and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(f"{folder} exists and is not a Hugging Face model folder (no config.json); "
-                         "refusing to replace it")
+        raise ValueError(
+            f"{folder} exists and is not a Hugging Face model folder (no config.json); refusing to replace it"
+        )
     tensors = {_hf_name(name): tensor for name, tensor in model.state_dict().items()}
     itemsize = torch.empty((), dtype=dtype).element_size()
     sizes = {name: tensor.numel() * itemsize for name, tensor in tensors.items()}
@@ -341,12 +374,13 @@ def export_hf(model: LLaMA, folder: str | Path, dtype: torch.dtype = torch.bfloa
             del shard
             weight_map.update(dict.fromkeys(names, file))
         if len(files) > 1:
-            write_json_atomic(staging / "model.safetensors.index.json",
-                              {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}, indent=2)
+            write_json_atomic(
+                staging / "model.safetensors.index.json",
+                {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map},
+                indent=2,
+            )
         replace_directory(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
-
-

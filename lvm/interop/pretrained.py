@@ -11,16 +11,16 @@ Our parameter names are Hugging Face's without the `model.` prefix, so no tensor
 
 from __future__ import annotations
 
-from lvm.interop.hf import export_hf
-
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lvm.core.weights import load_torch_file
 from lvm.interop.hf import (
     check_weights_fit,
+    export_hf,
     is_hf_folder,
     load_hf_into,
     model_config_from_hf,
@@ -28,8 +28,6 @@ from lvm.interop.hf import (
 )
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.core.weights import load_torch_file
-
 
 
 def _read_lightning_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,8 +74,11 @@ def load_pretrained_into(model: nn.Module, path: str | Path) -> None:
         load_hf_into(model, path)
         return
     state = _read_lightning_state_dict(path, model)
-    check_weights_fit(path, {name: (tuple(tensor.shape), path.name) for name, tensor in state.items()},
-                      {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()})
+    check_weights_fit(
+        path,
+        {name: (tuple(tensor.shape), path.name) for name, tensor in state.items()},
+        {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()},
+    )
     model.load_state_dict(state)
 
 
@@ -90,16 +91,19 @@ def read_model_config(path: str | Path) -> ModelConfig:
     if path.is_dir():
         if (path / "config.json").exists():
             return model_config_from_hf(path)
-        raise ValueError(f"{path}: a folder without config.json. Sharded FSDP2 checkpoints hold no model "
-                         "dimensions; load them with init_from= in lvm.train, or export a Hugging Face folder")
+        raise ValueError(
+            f"{path}: a folder without config.json. Sharded FSDP2 checkpoints hold no model "
+            "dimensions; load them with init_from= in lvm.train, or export a Hugging Face folder"
+        )
     hparams = _read_ckpt(path).get("hyper_parameters") or {}
     if "model_config" not in hparams:
         raise ValueError(f"{path}: no hyper_parameters.model_config; is this a checkpoint written by lvm.train?")
     return ModelConfig(**hparams["model_config"])
 
 
-def allocate_model(config: ModelConfig, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> LLaMA:
+def allocate_model(
+    config: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LLaMA:
     """A LLaMA whose parameters are allocated once, directly on `device` in `dtype` (built on the meta
     device, then materialised and initialised): a model to load weights into without a second copy."""
     with torch.device("meta"):
@@ -123,8 +127,10 @@ def save_model_checkpoint(model: LLaMA, path: str | Path) -> Path:
     `init_from` read. Written to a temporary file beside `path`, then moved onto it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {"state_dict": {f"model.{name}": tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-                  "hyper_parameters": {"model_config": model.config.to_dict()}}
+    checkpoint = {
+        "state_dict": {f"model.{name}": tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "hyper_parameters": {"model_config": model.config.to_dict()},
+    }
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         torch.save(checkpoint, temporary)
@@ -135,8 +141,9 @@ def save_model_checkpoint(model: LLaMA, path: str | Path) -> Path:
     return path
 
 
-def export_checkpoint_to_hf(checkpoint: str | Path, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
-                            max_shard_size: int | str = "5GB") -> Path:
+def export_checkpoint_to_hf(
+    checkpoint: str | Path, folder: str | Path, dtype: torch.dtype = torch.bfloat16, max_shard_size: int | str = "5GB"
+) -> Path:
     """`export_hf` of the model stored in one of our `.ckpt` files (or any path `load_model` reads),
     loaded straight into `dtype`."""
     return export_hf(load_model(checkpoint, dtype=dtype), folder, dtype=dtype, max_shard_size=max_shard_size)

@@ -27,8 +27,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by "
-                f"num_heads {self.num_heads}"
+                f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
         if self.head_dim % 2:
             raise ValueError(f"model '{self.name}': head_dim {self.head_dim} must be even for rotary embeddings")
@@ -55,7 +54,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "ModelConfig":
+    def from_name(cls, name: str, **overrides) -> ModelConfig:
         if name not in SIZES:
             raise ValueError(f"unknown model size '{name}'; expected one of {sorted(SIZES)}")
         return replace(SIZES[name], **overrides)

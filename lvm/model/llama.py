@@ -92,7 +92,9 @@ class Attention(nn.Module):
         input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, d = x.shape
-        q, k, v = (proj(x).view(B, T, self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            proj(x).view(B, T, self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         if mask is None and flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             # flash-attn wants (B, T, H, Dh); rotate in that layout by moving T next to Dh temporarily.
             q = apply_rope(q.transpose(1, 2), cos, sin).transpose(1, 2)
@@ -238,4 +240,3 @@ class LLaMA(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

@@ -1,6 +1,7 @@
 """The LVM image tokenizer: the open-muse VQGAN, its checkpoint folder, batched encode/decode.
 
-Images are float (B, 3, R, R) in [0, 1] (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel: no [-1, 1] normalisation); codes are int64
+Images are float (B, 3, R, R) in [0, 1] (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel:
+no [-1, 1] normalisation); codes are int64
 (B, tokens_per_image) in row-major (h, w) order, values in [0, num_embeddings).
 """
 
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from lvm.media.images import load_image, tensor_to_uint8
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.codec import decode_codes, encode_images
-from lvm.media.images import load_image, tensor_to_uint8
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 
@@ -25,6 +26,14 @@ def decode(model: VQGANModel, codes: torch.Tensor, batch_size: int = 64) -> torc
 
 
 __all__ = [
-    "VQGANConfig", "VQGANModel", "load_vqgan", "save_vqgan", "encode", "decode", "encode_images",
-    "decode_codes", "load_image", "tensor_to_uint8",
+    "VQGANConfig",
+    "VQGANModel",
+    "load_vqgan",
+    "save_vqgan",
+    "encode",
+    "decode",
+    "encode_images",
+    "decode_codes",
+    "load_image",
+    "tensor_to_uint8",
 ]

@@ -12,8 +12,6 @@ Loading is strict: every parameter must be present with its exact shape, nothing
 
 from __future__ import annotations
 
-from lvm.core.atomic_files import atomic_write
-
 import json
 import warnings
 from pathlib import Path
@@ -21,8 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file as save_safetensors
 
-from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+from lvm.core.atomic_files import atomic_write
 from lvm.core.weights import load_state_dict_file
+from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 CONFIG_NAME = "config.json"
 CLASS_NAME = "VQGANModel"
@@ -30,8 +29,12 @@ FORMAT_VERSION = "0.1.0"  # written to `_version`; open-muse writes its own pack
 BIN_WEIGHTS_NAME = "pytorch_model.bin"
 SAFETENSORS_WEIGHTS_NAME = "model.safetensors"
 # Looked up in this order: safetensors first (no pickle), then open-muse's torch pickle.
-WEIGHTS_NAMES = (SAFETENSORS_WEIGHTS_NAME, "diffusion_pytorch_model.safetensors", "pytorch_model.safetensors",
-                 BIN_WEIGHTS_NAME)
+WEIGHTS_NAMES = (
+    SAFETENSORS_WEIGHTS_NAME,
+    "diffusion_pytorch_model.safetensors",
+    "pytorch_model.safetensors",
+    BIN_WEIGHTS_NAME,
+)
 # Older open-muse configs predate this switch; absent means the mid attention exists, as before it.
 OPTIONAL_FIELDS = {"no_attn_mid_block": False}
 
@@ -47,7 +50,9 @@ def read_config(path: str | Path) -> VQGANConfig:
     try:
         raw = json.loads(config_file.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{config_file}: no VQGAN config (expected an open-muse folder with {CONFIG_NAME})")
+        raise FileNotFoundError(
+            f"{config_file}: no VQGAN config (expected an open-muse folder with {CONFIG_NAME})"
+        ) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_file}: not valid JSON ({err})") from err
     if not isinstance(raw, dict):
@@ -93,8 +98,11 @@ def check_state_dict(model: VQGANModel, state: dict[str, torch.Tensor], source: 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                        for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
     problems = []
     if missing:
         problems.append(f"missing keys {missing}")
@@ -113,8 +121,9 @@ def load_vqgan(path: str | Path, map_location: str | torch.device = "cpu") -> VQ
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder (expected an open-muse VQGAN folder with {CONFIG_NAME} "
-                                f"and weights)")
+        raise FileNotFoundError(
+            f"{folder}: not a folder (expected an open-muse VQGAN folder with {CONFIG_NAME} and weights)"
+        )
     config = read_config(folder / CONFIG_NAME)
     weights_file = find_weights_file(folder)
     state = read_state_dict(weights_file, map_location=map_location)
@@ -124,8 +133,9 @@ def load_vqgan(path: str | Path, map_location: str | torch.device = "cpu") -> VQ
     return model.to(map_location).eval()
 
 
-def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = True,
-               dtype: torch.dtype | None = None) -> Path:
+def save_vqgan(
+    model: VQGANModel, path: str | Path, safe_serialization: bool = True, dtype: torch.dtype | None = None
+) -> Path:
     """Write `model` as an open-muse folder: config.json + model.safetensors (or pytorch_model.bin
     when `safe_serialization` is false), floating tensors cast to `dtype` when given (e.g. float16
     halves the file; `load_vqgan` builds an fp32 model from it either way). Each file is written
@@ -138,8 +148,10 @@ def save_vqgan(model: VQGANModel, path: str | Path, safe_serialization: bool = T
     folder.mkdir(parents=True, exist_ok=True)
     config = {"_class_name": CLASS_NAME, "_version": FORMAT_VERSION, **model.config.to_dict()}
     # Contiguous CPU copies: safetensors refuses views, and the file must not depend on the device.
-    state = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
 
     weights_name = SAFETENSORS_WEIGHTS_NAME if safe_serialization else BIN_WEIGHTS_NAME
     if safe_serialization:

@@ -52,19 +52,25 @@ def _inference_context(device: torch.device, autocast_dtype: torch.dtype | None)
 
 
 def encode_images(
-    model: VQGANModel, images: torch.Tensor, batch_size: int = 64, channels_last: bool = False,
+    model: VQGANModel,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Images (B, 3, R, R) in [0, 1], R = config.resolution → codes (B, tokens_per_image) int64."""
     config = model.config
     if images.ndim != 4 or images.shape[1] != config.num_channels:
-        raise ValueError(f"encode_images expects images (B, {config.num_channels}, H, W), got shape "
-                         f"{tuple(images.shape)}")
+        raise ValueError(
+            f"encode_images expects images (B, {config.num_channels}, H, W), got shape {tuple(images.shape)}"
+        )
     height, width = images.shape[-2:]
     if height != config.resolution or width != config.resolution:
-        raise ValueError(f"encode_images: images are {height}x{width} but the VQGAN expects H == W == "
-                         f"config.resolution = {config.resolution}; resize them first "
-                         f"(lvm.media.images.load_image(path, size={config.resolution}))")
+        raise ValueError(
+            f"encode_images: images are {height}x{width} but the VQGAN expects H == W == "
+            f"config.resolution = {config.resolution}; resize them first "
+            f"(lvm.media.images.load_image(path, size={config.resolution}))"
+        )
     if not images.is_floating_point():
         raise ValueError(f"encode_images expects float images in [0, 1], got dtype {images.dtype}")
     if batch_size < 1:
@@ -74,7 +80,7 @@ def encode_images(
     chunks = []
     with _eval_mode(model), torch.inference_mode(), _inference_context(device, autocast_dtype):
         for start in range(0, images.shape[0], batch_size):
-            chunk = images[start:start + batch_size].to(device=device, dtype=dtype, memory_format=memory_format)
+            chunk = images[start : start + batch_size].to(device=device, dtype=dtype, memory_format=memory_format)
             chunks.append(model.get_code(chunk).to(images.device))
     if not chunks:
         return torch.empty(0, config.tokens_per_image, dtype=torch.long, device=images.device)
@@ -82,7 +88,10 @@ def encode_images(
 
 
 def decode_codes(
-    model: VQGANModel, codes: torch.Tensor, batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
+    model: VQGANModel,
+    codes: torch.Tensor,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Codes (B, n) in [0, num_embeddings), n a square number → images (B, 3, √n·f, √n·f) in [0, 1]."""
     config = model.config
@@ -93,11 +102,15 @@ def decode_codes(
     n = codes.shape[1]
     side = int(round(n**0.5))
     if side * side != n:
-        raise ValueError(f"decode_codes: {n} codes per image is not a square grid "
-                         f"(expected {config.tokens_per_image} = {config.latent_size}**2)")
+        raise ValueError(
+            f"decode_codes: {n} codes per image is not a square grid "
+            f"(expected {config.tokens_per_image} = {config.latent_size}**2)"
+        )
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= config.num_embeddings):
-        raise ValueError(f"decode_codes: codes range over [{int(codes.min())}, {int(codes.max())}], outside the "
-                         f"codebook [0, {config.num_embeddings})")
+        raise ValueError(
+            f"decode_codes: codes range over [{int(codes.min())}, {int(codes.max())}], outside the "
+            f"codebook [0, {config.num_embeddings})"
+        )
     if batch_size < 1:
         raise ValueError(f"decode_codes: batch_size must be >= 1, got {batch_size}")
     device = _model_device(model)
@@ -107,7 +120,7 @@ def decode_codes(
     # codebook rows into NHWC activations.
     with _eval_mode(model), torch.inference_mode(), _inference_context(device, autocast_dtype):
         for start in range(0, codes.shape[0], batch_size):
-            chunk = codes[start:start + batch_size].to(device=device, dtype=torch.long)
+            chunk = codes[start : start + batch_size].to(device=device, dtype=torch.long)
             chunks.append(model.decode_code(chunk).float().clamp_(0.0, 1.0).to(codes.device))
     if not chunks:
         return torch.empty(0, config.num_channels, side_px, side_px, device=codes.device)

@@ -1,5 +1,6 @@
 """A visual sentence as one picture: its tokens split per image, checked against the VQGAN, decoded,
-laid out in a grid and saved as a PNG (the original's detokenization inspection tool, the original's DATASET.md and tokenize_examples/).
+laid out in a grid and saved as a PNG (the original's detokenization inspection tool, the original's DATASET.md and
+tokenize_examples/).
 
     sentence_codes(tokens (n_images·t,) ints, n_images, config, where) → codes (n_images, t) int64
     image_grid(images (N, 3, H, W) float [0, 1], columns)              → (rows·(H+p)+p, cols·(W+p)+p, 3) uint8
@@ -38,15 +39,19 @@ def sentence_codes(tokens: np.ndarray, n_images: int, config: VQGANConfig, where
         raise ValueError(f"{where}: {len(tokens)} tokens do not split into {n_images} images")
     per_image = len(tokens) // n_images
     if per_image != config.tokens_per_image:
-        raise ValueError(f"{where}: the sentence has {per_image} tokens per image ({n_images} images) but the "
-                         f"VQGAN makes {config.tokens_per_image} tokens per image")
+        raise ValueError(
+            f"{where}: the sentence has {per_image} tokens per image ({n_images} images) but the "
+            f"VQGAN makes {config.tokens_per_image} tokens per image"
+        )
     codes = torch.from_numpy(tokens.astype(np.int64)).reshape(n_images, per_image)
     bad = codes >= config.num_embeddings
     if bad.any():
         position = int(bad.flatten().nonzero()[0])
-        raise ValueError(f"{where}: token {position} (image {position // per_image}) is id "
-                         f"{int(codes.flatten()[position])} ≥ num_embeddings {config.num_embeddings}: a special "
-                         f"token, not an image code")
+        raise ValueError(
+            f"{where}: token {position} (image {position // per_image}) is id "
+            f"{int(codes.flatten()[position])} ≥ num_embeddings {config.num_embeddings}: a special "
+            f"token, not an image code"
+        )
     return codes
 
 
@@ -67,12 +72,13 @@ def tile_images(images: torch.Tensor, columns: int, padding: int = 2, pad_value:
     n, channels, height, width = images.shape
     columns = min(columns, n)  # as make_grid: a short sentence is not padded with empty tiles
     rows = math.ceil(n / columns)
-    grid = images.new_full((channels, rows * (height + padding) + padding, columns * (width + padding) + padding),
-                           pad_value)
+    grid = images.new_full(
+        (channels, rows * (height + padding) + padding, columns * (width + padding) + padding), pad_value
+    )
     for i, tile in enumerate(images):
         row, column = divmod(i, columns)
         top, left = padding + row * (height + padding), padding + column * (width + padding)
-        grid[:, top:top + height, left:left + width] = tile
+        grid[:, top : top + height, left : left + width] = tile
     return grid
 
 
@@ -88,8 +94,9 @@ def image_grid(images: torch.Tensor, columns: int | None = None, padding: int = 
     return tensor_to_uint8(tile_images(tiles, columns, padding, pad_value / 255.0))
 
 
-def tile_box(index: int, n_images: int, tile_size: tuple[int, int], columns: int | None = None,
-             padding: int = 2) -> tuple[int, int, int, int]:
+def tile_box(
+    index: int, n_images: int, tile_size: tuple[int, int], columns: int | None = None, padding: int = 2
+) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) pixel box of image `index` in the grid `image_grid` draws."""
     columns = min(default_columns(n_images) if columns is None else columns, n_images)
     height, width = tile_size
@@ -98,8 +105,15 @@ def tile_box(index: int, n_images: int, tile_size: tuple[int, int], columns: int
     return top, left, top + height, left + width
 
 
-def sentence_grid(model: VQGANModel, tokens: np.ndarray, n_images: int, where: str, columns: int | None = None,
-                  padding: int = 2, batch_size: int = 64) -> np.ndarray:
+def sentence_grid(
+    model: VQGANModel,
+    tokens: np.ndarray,
+    n_images: int,
+    where: str,
+    columns: int | None = None,
+    padding: int = 2,
+    batch_size: int = 64,
+) -> np.ndarray:
     """Check, decode (in batches of `batch_size` images) and lay out one sentence: (H', W', 3) uint8."""
     codes = sentence_codes(tokens, n_images, model.config, where)
     images = lvm.tokenizer.decode(model, codes, batch_size=batch_size)

@@ -46,8 +46,15 @@ class VQGANConfig:
         # so the config is hashable, comparable and serialises the same way whatever built it.
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
-        for name in ("resolution", "num_channels", "hidden_channels", "num_res_blocks", "z_channels",
-                     "num_embeddings", "quantized_embed_dim"):
+        for name in (
+            "resolution",
+            "num_channels",
+            "hidden_channels",
+            "num_res_blocks",
+            "z_channels",
+            "num_embeddings",
+            "quantized_embed_dim",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"VQGANConfig.{name} must be a positive integer, got {value!r}")
@@ -57,18 +64,22 @@ class VQGANConfig:
         self.dropout = float(self.dropout)
         self.commitment_cost = float(self.commitment_cost)
         if not self.channel_mult or any(m < 1 for m in self.channel_mult):
-            raise ValueError(f"VQGANConfig.channel_mult must be a non-empty list of positive integers, "
-                             f"got {list(self.channel_mult)}")
+            raise ValueError(
+                f"VQGANConfig.channel_mult must be a non-empty list of positive integers, got {list(self.channel_mult)}"
+            )
         # GroupNorm(32) runs on every level's width, on the mid width and on z's consumers.
         for width in {self.hidden_channels * m for m in self.channel_mult}:
             if width % GROUPNORM_GROUPS:
                 raise ValueError(
                     f"VQGANConfig: hidden_channels * channel_mult gives a width of {width}, not a multiple "
                     f"of {GROUPNORM_GROUPS} (GroupNorm groups); got hidden_channels={self.hidden_channels}, "
-                    f"channel_mult={list(self.channel_mult)}")
+                    f"channel_mult={list(self.channel_mult)}"
+                )
         if self.resolution % self.downsample_factor:
-            raise ValueError(f"VQGANConfig.resolution={self.resolution} is not divisible by the downsampling "
-                             f"factor {self.downsample_factor} = 2**(len(channel_mult) - 1)")
+            raise ValueError(
+                f"VQGANConfig.resolution={self.resolution} is not divisible by the downsampling "
+                f"factor {self.downsample_factor} = 2**(len(channel_mult) - 1)"
+            )
 
     @property
     def num_resolutions(self) -> int:
@@ -119,8 +130,7 @@ class ResnetBlock(nn.Module):
         self.norm2 = _group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
-        self.nin_shortcut = (nn.Conv2d(in_channels, out_channels, kernel_size=1)
-                             if in_channels != out_channels else None)
+        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -145,8 +155,7 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         normed = self.norm(x)
         # (B, C, H, W) → (B, 1, H*W, C): one head whose dim is the full width.
-        q, k, v = (proj(normed).reshape(b, 1, c, h * w).transpose(2, 3)
-                   for proj in (self.q, self.k, self.v))
+        q, k, v = (proj(normed).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v))
         # SDPA's default scale is 1/sqrt(head dim) = C**-0.5, the original's scale; it picks the
         # fused kernel on GPU and the plain softmax(qk^T)v on CPU.
         attended = F.scaled_dot_product_attention(q, k, v)
@@ -265,8 +274,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(config.num_channels, config.hidden_channels, kernel_size=3, padding=1)
         self.down = nn.ModuleList(
-            DownsamplingBlock(config, level, config.resolution // 2**level)
-            for level in range(config.num_resolutions))
+            DownsamplingBlock(config, level, config.resolution // 2**level) for level in range(config.num_resolutions)
+        )
         mid_width = config.hidden_channels * config.channel_mult[-1]
         self.mid = MidBlock(mid_width, config.no_attn_mid_block, config.dropout)
         self.norm_out = _group_norm(mid_width)
@@ -290,8 +299,8 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(config.z_channels, mid_width, kernel_size=3, padding=1)
         self.mid = MidBlock(mid_width, config.no_attn_mid_block, config.dropout)
         self.up = nn.ModuleList(
-            UpsamplingBlock(config, level, config.resolution // 2**level)
-            for level in range(config.num_resolutions))
+            UpsamplingBlock(config, level, config.resolution // 2**level) for level in range(config.num_resolutions)
+        )
         out_width = config.hidden_channels * config.channel_mult[0]
         self.norm_out = _group_norm(out_width)
         self.conv_out = nn.Conv2d(out_width, config.num_channels, kernel_size=3, padding=1)
@@ -341,8 +350,9 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"decode_code: {n} codes per image is not a square grid (expected side**2)")
         return self.embedding(codes).reshape(b, side, side, self.embedding_dim).permute(0, 3, 1, 2).contiguous()
 
-    def forward(self, z: torch.Tensor, return_loss: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, z: torch.Tensor, return_loss: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, D, h, w) → (z_q (B, D, h, w), codes (B, h*w), loss or None).
 
         With `return_loss`, loss = mse(sg(z_q), z) + β·mse(z_q, sg(z)) and z_q carries the

@@ -43,5 +43,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def write(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
         """Serialise one checkpoint into an open file (a seam for tests that kill mid-write)."""
         torch.save(checkpoint, f)
-
-

@@ -2,7 +2,8 @@
 
 Training logs train/loss, train/acc, and the budget so far: train/tokens_seen (all devices) and
 train/flops_spent = tokens_seen · ModelConfig.flops_per_token(T) (6·N + 12·L·d·T per token, the PaLM
-appendix's count) and train/flops_spent_causal with the attention term halved (6·N + 6·L·d·T). `flops_per_batch` (the same count for one
+appendix's count) and train/flops_spent_causal with the attention term halved (6·N + 6·L·d·T). `flops_per_batch` (the
+same count for one
 batch on all devices) is what Lightning's ThroughputMonitor turns into FLOP/s and MFU.
 
 Validation logs val/loss and val/ppl over all tokens and, for batches that name each row's source
@@ -209,4 +210,3 @@ class LVMLitModule(pl.LightningModule):
         # (which can skip restoring the data loader's state on resume, Lightning issue 20550).
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-

@@ -1,4 +1,5 @@
-"""The original's optimisation recipe (the original's EasyLM/optimizers.py): AdamW on every parameter, warmup then cosine to end_lr."""
+"""The original's optimisation recipe (the original's EasyLM/optimizers.py): AdamW on every parameter, warmup then
+cosine to end_lr."""
 
 from __future__ import annotations
 

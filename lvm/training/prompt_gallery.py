@@ -33,12 +33,12 @@ from lvm.eval.prompt_quality import set_psnr, task_of
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
-from lvm.training.strategies import FSDP2Strategy
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.checkpoint import read_config
 from lvm.tokenizer.codec import decode_codes
 from lvm.tokenizer.grid import sentence_codes, tile_images
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+from lvm.training.strategies import FSDP2Strategy
 
 
 @dataclass
@@ -93,8 +93,10 @@ def load_prompts(
                 if taken.get(task, 0) < n_prompts:
                     where = f"prompt source '{name}' {shard}: sample {sentence.key}"
                     if sentence.n_images < 2:
-                        raise ValueError(f"{where} holds {sentence.n_images} image; a gallery prompt needs at least "
-                                         f"2 (context images, then the truth)")
+                        raise ValueError(
+                            f"{where} holds {sentence.n_images} image; a gallery prompt needs at least "
+                            f"2 (context images, then the truth)"
+                        )
                     try:
                         codes = sentence_codes(sentence.tokens, sentence.n_images, tokenizer, where)
                     except ValueError as err:
@@ -110,8 +112,9 @@ def load_prompts(
     return prompts
 
 
-def gallery_grid(contexts: list[torch.Tensor], generated: torch.Tensor, truth: torch.Tensor,
-                 padding: int = 2) -> torch.Tensor:
+def gallery_grid(
+    contexts: list[torch.Tensor], generated: torch.Tensor, truth: torch.Tensor, padding: int = 2
+) -> torch.Tensor:
     """One picture of a task's prompts (3, H', W') in [0, 1]: row i is contexts[i] (n_i, 3, H, W) | generated[i]
     | truth[i] (each (B, 3, H, W)), with `padding` white pixels between tiles. Shorter contexts are padded with
     white tiles on the left, so the generated and true images line up in the last two columns."""
@@ -158,8 +161,10 @@ class PromptGallery(pl.Callback):
         if every_n_steps < 0:
             raise ValueError(f"PromptGallery: every_n_steps must be ≥ 0 (0 = only at train end), got {every_n_steps}")
         if every_n_steps == 0 and not log_at_train_end:
-            raise ValueError("PromptGallery: every_n_steps=0 and log_at_train_end=false would never run it; to turn "
-                             "the gallery off leave the callback out (callbacks=default)")
+            raise ValueError(
+                "PromptGallery: every_n_steps=0 and log_at_train_end=false would never run it; to turn "
+                "the gallery off leave the callback out (callbacks=default)"
+            )
         if n_prompts < 1 or scan_limit < 1:
             raise ValueError(f"PromptGallery: n_prompts and scan_limit must be ≥ 1, got {n_prompts} and {scan_limit}")
         if not prompt_sources:
@@ -186,17 +191,21 @@ class PromptGallery(pl.Callback):
         if stage != "fit" or self.prompts is not None:
             return
         if isinstance(trainer.strategy, FSDP2Strategy):
-            raise ValueError("PromptGallery runs the model on rank zero alone, which FSDP's sharded weights cannot "
-                             "do; use it with the cpu, gpu or ddp trainers")
+            raise ValueError(
+                "PromptGallery runs the model on rank zero alone, which FSDP's sharded weights cannot "
+                "do; use it with the cpu, gpu or ddp trainers"
+            )
         # The config alone (no weights) is enough to check that the prompts are this tokenizer's codes.
         config = read_config(self.tokenizer_path)
-        self.prompts = load_prompts(self.prompt_sources, self.n_prompts, config, self.tokenizer_path,
-                                    self.vocab_size, self.scan_limit)
+        self.prompts = load_prompts(
+            self.prompt_sources, self.n_prompts, config, self.tokenizer_path, self.vocab_size, self.scan_limit
+        )
         if not trainer.loggers:
             rank_zero_warn("PromptGallery: the trainer has no logger, so the gallery has nowhere to go")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         # global_step counts optimizer steps: with gradient accumulation several batches end on one step.
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
@@ -241,8 +250,9 @@ class PromptGallery(pl.Callback):
             for module, training in modes:
                 module.training = training
 
-    def _run_task(self, engine: GenerationEngine, task: str,
-                  prompts: list[GalleryPrompt]) -> tuple[torch.Tensor, float]:
+    def _run_task(
+        self, engine: GenerationEngine, task: str, prompts: list[GalleryPrompt]
+    ) -> tuple[torch.Tensor, float]:
         """All prompts of one task as one batch → (grid, PSNR)."""
         assert self.vqgan is not None
         if task not in self._pictures:

@@ -47,11 +47,18 @@ class FSDP2Strategy(ModelParallelStrategy):
     ) -> None:
         for name, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
             if value not in _DTYPES:
-                raise ValueError(f"FSDP2Strategy: {name} must be one of {sorted(filter(None, _DTYPES))} or null, not {value!r}")
-        super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
-                         save_distributed_checkpoint=save_distributed_checkpoint, **kwargs)
-        self.mixed_precision = MixedPrecisionPolicy(param_dtype=_DTYPES[param_dtype],
-                                                    reduce_dtype=_DTYPES[reduce_dtype or param_dtype])
+                raise ValueError(
+                    f"FSDP2Strategy: {name} must be one of {sorted(filter(None, _DTYPES))} or null, not {value!r}"
+                )
+        super().__init__(
+            data_parallel_size="auto",
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            **kwargs,
+        )
+        self.mixed_precision = MixedPrecisionPolicy(
+            param_dtype=_DTYPES[param_dtype], reduce_dtype=_DTYPES[reduce_dtype or param_dtype]
+        )
         self.reshard_after_forward = reshard_after_forward
 
     def setup_environment(self) -> None:
@@ -66,12 +73,16 @@ class FSDP2Strategy(ModelParallelStrategy):
             return
         mesh = self.device_mesh["data_parallel"]
         for block in model.layers:
-            fully_shard(block, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward)
+            fully_shard(
+                block, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward
+            )
         # The root's parameters are needed again right after the forward (the head in the loss), so
         # they stay gathered.
         fully_shard(model, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=False)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | os.PathLike, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: str | os.PathLike, storage_options: Any = None
+    ) -> None:
         """Write the checkpoint folder beside its target, then swap it in: a kill mid-save keeps the old one."""
         if not self._save_distributed_checkpoint:  # one file, made atomic by the CheckpointIO plugin
             return super().save_checkpoint(checkpoint, filepath, storage_options)

@@ -25,16 +25,17 @@ from pytorch_lightning.callbacks import ThroughputMonitor
 
 # Dense bf16 peak FLOP/s of one device, from the vendors' data sheets, for chips Lightning does not list.
 PEAK_FLOPS: dict[str, float] = {
-    "b200": 2.25e15,      # NVIDIA B200 (HGX), bf16 dense
-    "gb200": 2.5e15,      # NVIDIA GB200 NVL72, per GPU, bf16 dense
-    "mi300x": 1.307e15,   # AMD Instinct MI300X, bf16 dense
-    "v5p": 459e12,        # TPU v5p
-    "v6e": 918e12,        # TPU v6e (Trillium)
+    "b200": 2.25e15,  # NVIDIA B200 (HGX), bf16 dense
+    "gb200": 2.5e15,  # NVIDIA GB200 NVL72, per GPU, bf16 dense
+    "mi300x": 1.307e15,  # AMD Instinct MI300X, bf16 dense
+    "v5p": 459e12,  # TPU v5p
+    "v6e": 918e12,  # TPU v6e (Trillium)
 }
 
 
-def measure_matmul_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048,
-                         repeats: int = 5) -> float:
+def measure_matmul_flops(
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5
+) -> float:
     """FLOP/s of the best of `repeats` dense (size × size) @ (size × size) products on `device`."""
     device = torch.device(device)
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -78,7 +79,9 @@ class LVMThroughputMonitor(ThroughputMonitor):
     ) -> None:
         super().__init__(batch_size_fn=batch_size_fn, length_fn=length_fn, **kwargs)
         if isinstance(peak_flops_per_device, str) and peak_flops_per_device != "measure":
-            raise ValueError(f"peak_flops_per_device must be a number, 'measure' or null, not {peak_flops_per_device!r}")
+            raise ValueError(
+                f"peak_flops_per_device must be a number, 'measure' or null, not {peak_flops_per_device!r}"
+            )
         self.peak_flops_per_device = peak_flops_per_device
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

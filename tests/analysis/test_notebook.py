@@ -29,8 +29,9 @@ def test_notebook_runs_on_a_sweep_and_writes_the_figure(tiny_sweep, tmp_path, mo
     monkeypatch.setenv("LVM_FIGURE_PATH", str(figure))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # Started in notebooks/, as Jupyter does; a failing cell raises CellExecutionError with its traceback.
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
 
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]

@@ -14,7 +14,7 @@ N = np.geomspace(1e6, 1e9, 12)
 
 
 def law(n: np.ndarray, a: float = A, alpha: float = ALPHA, c: float = C) -> np.ndarray:
-    return a * n ** -alpha + c
+    return a * n**-alpha + c
 
 
 def test_recovers_exact_power_law_with_tight_errors():
@@ -51,11 +51,11 @@ def test_bootstrap_repeats_with_the_same_seed():
 
 def test_pure_power_law_without_offset():
     rng = np.random.default_rng(3)
-    loss = 50.0 * N ** -0.1 * np.exp(rng.normal(0.0, 0.005, N.size))  # multiplicative noise, no floor
+    loss = 50.0 * N**-0.1 * np.exp(rng.normal(0.0, 0.005, N.size))  # multiplicative noise, no floor
     fit = fit_power_law(N, loss, offset=False)
     assert fit.c is None and not fit.offset
     assert fit.alpha.contains(0.1) and fit.a.contains(50.0)
-    assert fit.predict(N) == pytest.approx(50.0 * N ** -0.1, rel=0.02)
+    assert fit.predict(N) == pytest.approx(50.0 * N**-0.1, rel=0.02)
     assert "+" not in fit.formula("N")
 
 
@@ -88,7 +88,7 @@ def test_three_sizes_leave_no_uncertainty_for_three_parameters():
 def test_auto_falls_back_to_a_pure_power_law_and_says_why():
     n = np.array([1e6, 1e7, 1e8])
     with pytest.warns(UserWarning, match="c is not identifiable .*no degree of freedom"):
-        fit = fit_power_law(n, 20.0 * n ** -0.05, offset="auto")
+        fit = fit_power_law(n, 20.0 * n**-0.05, offset="auto")
     assert fit.c is None and fit.dof == 1 and "pure power law" in fit.note
     assert fit.alpha.value == pytest.approx(0.05, rel=1e-6)
     # With enough points the offset is kept.
@@ -123,14 +123,14 @@ def test_frontier_interpolates_each_run_in_log_compute_on_a_grid():
 def test_frontier_drops_compute_that_no_run_covers_and_smooths_when_asked():
     gap = curves_of({0: ([1, 10], [3.0, 2.0]), 1: ([100, 1000], [1.5, 1.0])})
     frontier = compute_frontier(gap, n_grid=7)
-    assert frontier["flops"].to_numpy() == pytest.approx([1, 10 ** 0.5, 10, 100, 10 ** 2.5, 1000])
+    assert frontier["flops"].to_numpy() == pytest.approx([1, 10**0.5, 10, 100, 10**2.5, 1000])
     noisy = curves_of({0: ([1, 2, 4, 8], [3.0, 1.0, 3.0, 3.0])})  # one lucky batch at compute 2
     assert compute_frontier(noisy, window=2)["loss"].tolist() == [3.0, 2.0, 2.0, 3.0]
 
 
 def test_frontier_fit_recovers_the_compute_exponent_above_min_x():
     compute = np.geomspace(1e10, 1e14, 30)
-    frontier = pd.DataFrame({"flops": compute, "loss": np.where(compute < 1e11, 9.0, 30.0 * compute ** -0.05)})
+    frontier = pd.DataFrame({"flops": compute, "loss": np.where(compute < 1e11, 9.0, 30.0 * compute**-0.05)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # whether c is kept at ~0 or dropped, β is the same
         fit = fit_frontier(frontier, min_x=1e11)

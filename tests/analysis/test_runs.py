@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lvm.analysis.runs import (BrokenJobError, BrokenJobWarning, IncompleteJobWarning, job_dirs, loss_curves,
-                               newest_sweep, params_points, runs_table)
+from lvm.analysis.runs import (
+    BrokenJobError,
+    BrokenJobWarning,
+    IncompleteJobWarning,
+    job_dirs,
+    loss_curves,
+    newest_sweep,
+    params_points,
+    runs_table,
+)
 from lvm.model.config import ModelConfig
 from tests.analysis.conftest import BATCH_SIZE, MAX_STEPS, SEQ_LEN, WIDTHS
 
@@ -25,8 +33,14 @@ def events(job_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def width_config(width: int) -> ModelConfig:
-    return ModelConfig(name=f"tiny_w{width}", hidden_size=width, intermediate_size=2 * width, num_layers=2,
-                       num_heads=4, vocab_size=DEMO_VOCAB)
+    return ModelConfig(
+        name=f"tiny_w{width}",
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_layers=2,
+        num_heads=4,
+        vocab_size=DEMO_VOCAB,
+    )
 
 
 @pytest.mark.slow
@@ -48,7 +62,7 @@ def test_table_has_one_row_per_job_with_the_real_numbers(tiny_sweep):
         train = events(job, "train/loss")
         assert [step for step, _ in train] == list(range(MAX_STEPS))  # log_every_n_steps=1
         assert row.train_loss == pytest.approx(train[-1][1], rel=1e-7)
-        (val_step, val_loss), = events(job, "val/loss")  # one validation, at the last step
+        ((val_step, val_loss),) = events(job, "val/loss")  # one validation, at the last step
         assert val_step == MAX_STEPS - 1 and row.val_loss == pytest.approx(val_loss, rel=1e-7)
         assert 0 < row.val_loss < np.log(DEMO_VOCAB) + 1  # near-uniform start over the vocabulary, then lower
 
@@ -86,7 +100,9 @@ def test_params_points_pick_one_run_per_size_at_the_largest_budget(tiny_sweep):
     points = params_points(table)
     assert points["params"].tolist() == sorted(table["params"])
     assert points["loss"].tolist() == table.sort_values("params")["val_loss"].tolist()  # every run validated
-    assert params_points(table, loss="train_loss")["loss"].tolist() == table.sort_values("params")["train_loss"].tolist()
+    assert (
+        params_points(table, loss="train_loss")["loss"].tolist() == table.sort_values("params")["train_loss"].tolist()
+    )
     with pytest.raises(ValueError, match="max_steps=7"):
         params_points(table, max_steps=7)
 
@@ -138,7 +154,10 @@ def test_sweep_without_jobs_raises_naming_the_folder(tmp_path):
 def test_a_sweep_of_only_broken_jobs_raises(tmp_path):
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "0" / ".hydra" / "config.yaml").write_text("model: {hidden_size: 64, heads: 4}\n")
-    with pytest.warns(BrokenJobWarning) as caught, pytest.raises(BrokenJobError, match=f"no readable job in sweep {tmp_path}"):
+    with (
+        pytest.warns(BrokenJobWarning) as caught,
+        pytest.raises(BrokenJobError, match=f"no readable job in sweep {tmp_path}"),
+    ):
         runs_table(tmp_path)
     messages = [str(w.message) for w in caught]
     assert any(f"job {tmp_path / '0'}: its model config does not make a ModelConfig" in m for m in messages)

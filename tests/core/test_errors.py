@@ -79,31 +79,53 @@ def test_the_decorator_prints_one_line_and_exits_1_or_lets_bugs_through(tmp_path
 def run_entry_point(module: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {name: value for name, value in os.environ.items() if name != "HYDRA_FULL_ERROR"}
     env = {**base, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(cwd), **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 TOKENIZER = str(ROOT / "lvm" / "assets" / "demo_tokenizer")
 # (module, arguments with {missing} for a path that does not exist, the one line expected on stderr)
 ENTRY_POINTS = [
-    ("lvm.tokenize", ["inputs=[{missing}]", "output_dir=out", f"tokenizer_path={TOKENIZER}"],
-     "error: inputs: {missing} is not a folder, a .txt file list, a glob or a file"),
-    ("lvm.train", ["experiment=demo", "paths.data_dir={missing}"],
-     "error: {missing}/shards/train/video/manifest.json: manifest does not exist"),
-    ("lvm.generate", ["model_path={missing}.ckpt", f"tokenizer_path={TOKENIZER}", "frames=[a.png]"],
-     "error: {missing}.ckpt does not exist"),
-    ("lvm.evaluate", ["task=perplexity", "model_path={missing}.ckpt", f"tokenizer_path={TOKENIZER}", "prompts=p.jsonl"],
-     "error: {missing}.ckpt does not exist"),
+    (
+        "lvm.tokenize",
+        ["inputs=[{missing}]", "output_dir=out", f"tokenizer_path={TOKENIZER}"],
+        "error: inputs: {missing} is not a folder, a .txt file list, a glob or a file",
+    ),
+    (
+        "lvm.train",
+        ["experiment=demo", "paths.data_dir={missing}"],
+        "error: {missing}/shards/train/video/manifest.json: manifest does not exist",
+    ),
+    (
+        "lvm.generate",
+        ["model_path={missing}.ckpt", f"tokenizer_path={TOKENIZER}", "frames=[a.png]"],
+        "error: {missing}.ckpt does not exist",
+    ),
+    (
+        "lvm.evaluate",
+        ["task=perplexity", "model_path={missing}.ckpt", f"tokenizer_path={TOKENIZER}", "prompts=p.jsonl"],
+        "error: {missing}.ckpt does not exist",
+    ),
     ("lvm.convert", ["direction=to_hf", "src={missing}.ckpt", "dst=hf"], "error: src: {missing}.ckpt does not exist"),
     ("lvm.detokenize", ["shards={missing}", f"tokenizer_path={TOKENIZER}"], "error: {missing}: no shards found"),
-    ("lvm.train_tokenizer", ["experiment=tokenizer_tiny", "data.source={missing}"],
-     "error: {missing}: no such folder or image list"),
-    ("data_pipelines.build", ["pipeline=video", "pipeline.builder.paths=[{missing}.mp4]", "output_dir=out",
-                              f"tokenizer_path={TOKENIZER}"], "error: {missing}.mp4: no such video file"),
+    (
+        "lvm.train_tokenizer",
+        ["experiment=tokenizer_tiny", "data.source={missing}"],
+        "error: {missing}: no such folder or image list",
+    ),
+    (
+        "data_pipelines.build",
+        ["pipeline=video", "pipeline.builder.paths=[{missing}.mp4]", "output_dir=out", f"tokenizer_path={TOKENIZER}"],
+        "error: {missing}.mp4: no such video file",
+    ),
     ("lvm.app", ["model_path={missing}.ckpt", f"tokenizer_path={TOKENIZER}"], "error: {missing}.ckpt does not exist"),
-    ("lvm.demo", ["tokenizer_path={missing}"],
-     f"error: tokenizer_path: {{missing}}: no config.json (expected an open-muse VQGAN folder; the shipped one is "
-     f"{TOKENIZER})"),
+    (
+        "lvm.demo",
+        ["tokenizer_path={missing}"],
+        f"error: tokenizer_path: {{missing}}: no config.json (expected an open-muse VQGAN folder; the shipped one is "
+        f"{TOKENIZER})",
+    ),
     ("data_pipelines.jsonl", ["import", "{missing}.jsonl", "out"], "error: {missing}.jsonl: no such file"),
     ("data_pipelines.stats", ["{missing}"], "error: {missing}: not a manifest file or a folder"),
 ]
@@ -122,6 +144,11 @@ def test_a_missing_input_path_is_one_error_line(tmp_path, module, args, expected
 
 def test_hydra_full_error_shows_the_trace(tmp_path):
     missing = str(tmp_path / "nope")
-    full = run_entry_point("lvm.detokenize", f"shards={missing}", f"tokenizer_path={TOKENIZER}", cwd=tmp_path,
-                           env={"HYDRA_FULL_ERROR": "1"})
+    full = run_entry_point(
+        "lvm.detokenize",
+        f"shards={missing}",
+        f"tokenizer_path={TOKENIZER}",
+        cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
     assert full.returncode == 1 and "Traceback" in full.stderr and f"{missing}: no shards found" in full.stderr

@@ -16,8 +16,8 @@ from lvm.core.weights import load_state_dict_file, load_torch_file
 from lvm.eval.metrics import check_inception_weights
 from lvm.interop.easylm import read_easylm_state_dict
 from lvm.interop.hf import hf_config
-from lvm.model.config import ModelConfig
 from lvm.interop.pretrained import load_model, load_pretrained_into, read_model_config
+from lvm.model.config import ModelConfig
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.training.perceptual import read_weights
 from lvm.train import train
@@ -25,8 +25,10 @@ from tests.conftest import DEMO_SHARDS
 from tests.core.test_errors import run_entry_point
 
 ROOT = Path(__file__).resolve().parents[2]
-REFUSED = "refused to load: it contains Python objects other than tensors (possibly code); only safetensors or " \
-          "plain tensor .bin/.ckpt files are loaded"
+REFUSED = (
+    "refused to load: it contains Python objects other than tensors (possibly code); only safetensors or "
+    "plain tensor .bin/.ckpt files are loaded"
+)
 
 
 class CreatesAFile:
@@ -94,9 +96,19 @@ def test_every_loader_refuses_the_payload_by_name_and_it_never_runs(payload, tmp
 def test_resuming_from_the_payload_is_refused_by_name(payload, demo_data_dir, tmp_path):
     path = planted(payload, tmp_path / "resume.ckpt")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.data_dir={demo_data_dir}", f"paths.output_dir={tmp_path / 'run'}",
-                                          "experiment=demo", *DEMO_SHARDS, "trainer.max_steps=2", "logger=[]",
-                                          "trainer.enable_progress_bar=false", f"ckpt_path={path}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.data_dir={demo_data_dir}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                "experiment=demo",
+                *DEMO_SHARDS,
+                "trainer.max_steps=2",
+                "logger=[]",
+                "trainer.enable_progress_bar=false",
+                f"ckpt_path={path}",
+            ],
+        )
     with pytest.raises(RefusedCheckpointError, match=f"{path}: refused to load"):
         train(cfg)
     assert not payload[1].exists()
@@ -104,8 +116,9 @@ def test_resuming_from_the_payload_is_refused_by_name(payload, demo_data_dir, tm
 
 def test_the_command_line_says_so_in_one_line(payload, tmp_path):
     path = planted(payload, tmp_path / "model.ckpt")
-    result = run_entry_point("lvm.generate", f"model_path={path}", f"tokenizer_path={tmp_path}", "frames=[a.png]",
-                             cwd=tmp_path)
+    result = run_entry_point(
+        "lvm.generate", f"model_path={path}", f"tokenizer_path={tmp_path}", "frames=[a.png]", cwd=tmp_path
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [f"error: {path}: {REFUSED}"]
     assert not payload[1].exists()

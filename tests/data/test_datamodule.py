@@ -98,8 +98,14 @@ def test_ranks_get_disjoint_data(corpus, monkeypatch, layout):
     seen = []
     for rank in range(2):
         if layout == "one_shard":  # fewer shards than streams: the split is by sentence
-            dm = MixtureDataModule({"a": {"path": corpus["one_shard"], "weight": 1.0}}, None, seq_len=SEQ_LEN,
-                                   batch_size=4, tokens_per_image=TOKENS_PER_IMAGE, shuffle_buffer=8)
+            dm = MixtureDataModule(
+                {"a": {"path": corpus["one_shard"], "weight": 1.0}},
+                None,
+                seq_len=SEQ_LEN,
+                batch_size=4,
+                tokens_per_image=TOKENS_PER_IMAGE,
+                shuffle_buffer=8,
+            )
         else:
             dm = make_dm(corpus, val=False)
         monkeypatch.setattr(dm, "_rank_and_world_size", lambda rank=rank: (rank, 2))
@@ -186,18 +192,32 @@ def fit(corpus, tmp_path, ckpt_path=None, num_workers=0, limit_train_batches=Non
     torch.manual_seed(0)
     model = TinyLM()
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=2,
-        num_sanity_val_steps=0, limit_train_batches=limit_train_batches,
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}",
-                                                every_n_train_steps=3, save_top_k=-1)],
+        accelerator="cpu",
+        max_steps=6,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit_train_batches,
+        callbacks=[
+            pl.callbacks.ModelCheckpoint(
+                dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=3, save_top_k=-1
+            )
+        ],
     )
     trainer.fit(model, datamodule=make_dm(corpus, num_workers=num_workers), ckpt_path=ckpt_path)
     return model
 
 
-@pytest.mark.parametrize("num_workers, limit_train_batches", [(0, None), (2, None), (0, 2)],
-                         ids=["one_epoch", "two_workers", "epochs_of_2_batches"])
+@pytest.mark.parametrize(
+    "num_workers, limit_train_batches",
+    [(0, None), (2, None), (0, 2)],
+    ids=["one_epoch", "two_workers", "epochs_of_2_batches"],
+)
 def test_lightning_resume_sees_exactly_the_uninterrupted_batches(corpus, tmp_path, num_workers, limit_train_batches):
     full = fit(corpus, tmp_path / "full", num_workers=num_workers, limit_train_batches=limit_train_batches)
     assert len(full.seen) == 6
@@ -205,8 +225,13 @@ def test_lightning_resume_sees_exactly_the_uninterrupted_batches(corpus, tmp_pat
     state = torch.load(checkpoint, weights_only=True)["MixtureDataModule"]
     assert state["batches_yielded"] == 3  # the fit loop's `ready` count at on_train_batch_end of step 3
 
-    resumed = fit(corpus, tmp_path / "resumed", ckpt_path=checkpoint, num_workers=num_workers,
-                  limit_train_batches=limit_train_batches)
+    resumed = fit(
+        corpus,
+        tmp_path / "resumed",
+        ckpt_path=checkpoint,
+        num_workers=num_workers,
+        limit_train_batches=limit_train_batches,
+    )
     assert len(resumed.seen) == 3
     for got, want in zip(resumed.seen, full.seen[3:]):
         assert torch.equal(got, want)
@@ -222,13 +247,17 @@ def test_a_corrupt_shard_is_skipped_named_and_counted_or_refused_when_strict(tmp
     shards = sorted((tmp_path / "a").glob("*.tar"))
     shards[1].write_bytes(shards[1].read_bytes()[:700])  # cut inside its first member
     train = {"a": {"path": f"{good}/*.tar", "weight": 1.0}}
-    args = dict(seq_len=SEQ_LEN, batch_size=2, tokens_per_image=TOKENS_PER_IMAGE, shuffle_buffer=0,
-                num_workers=num_workers)
+    args = dict(
+        seq_len=SEQ_LEN, batch_size=2, tokens_per_image=TOKENS_PER_IMAGE, shuffle_buffer=0, num_workers=num_workers
+    )
     dm = MixtureDataModule(train, None, **args)
     # More batches than the good shard holds: the stream wraps around the bad one. With a worker the
     # warning is issued (and printed) in the worker process; the count still reaches this one.
-    expect = pytest.warns(CorruptShardWarning, match=f"{shards[1]}: skipped .*truncated") if num_workers == 0 \
+    expect = (
+        pytest.warns(CorruptShardWarning, match=f"{shards[1]}: skipped .*truncated")
+        if num_workers == 0
         else contextlib.nullcontext()
+    )
     with expect:
         batches = take(dm, 12)
     kept = {int(t) for batch in batches for t in batch["input_ids"].flatten()}

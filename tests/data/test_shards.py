@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from lvm.data.shards import (ShardWriter, VisualSentence, expand_sources, iter_shard, read_manifest,
-                             read_sentences)
+from lvm.data.shards import ShardWriter, VisualSentence, expand_sources, iter_shard, read_manifest, read_sentences
 
 
 def sentence(i: int, kind: str = "video", n_images: int = 3, tokens_per_image: int = 4, **meta) -> VisualSentence:
@@ -119,10 +118,13 @@ def _info(n_images=1, tokens_per_image=3) -> bytes:
 
 def test_reader_names_shard_and_key_of_out_of_vocab_token(tmp_path):
     path = tmp_path / "bad-000000.tar"
-    _raw_shard(path, [
-        {"__key__": "good", "tokens.npy": _npy(np.array([1, 2, 3], np.uint16)), "json": _info()},
-        {"__key__": "evil", "tokens.npy": _npy(np.array([1, 8292, 3], np.uint16)), "json": _info()},
-    ])
+    _raw_shard(
+        path,
+        [
+            {"__key__": "good", "tokens.npy": _npy(np.array([1, 2, 3], np.uint16)), "json": _info()},
+            {"__key__": "evil", "tokens.npy": _npy(np.array([1, 8292, 3], np.uint16)), "json": _info()},
+        ],
+    )
     reader = iter_shard(path, vocab_size=8292)
     assert next(reader).key == "good"
     with pytest.raises(ValueError) as error:
@@ -172,10 +174,13 @@ def test_expand_sources_accepts_manifest_directory_glob_and_braces(tmp_path):
 
 def test_fast_tar_reader_gives_webdatasets_samples(tmp_path):
     from lvm.data.shards import _plain_tar_samples
+
     write_set(tmp_path, [sentence(i, meta_value=i) for i in range(5)])
     shard = str(tmp_path / "shard-000000.tar")
-    reference = [{k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
-                 for sample in wds.WebDataset(shard, shardshuffle=False, empty_check=False)]
+    reference = [
+        {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+        for sample in wds.WebDataset(shard, shardshuffle=False, empty_check=False)
+    ]
     assert _plain_tar_samples(shard) == reference and len(reference) == 5
 
 
@@ -183,12 +188,15 @@ def test_tar_with_long_member_names_is_read_by_webdataset(tmp_path):
     # Python's tarfile writes a pax header for a name over 100 characters; the fast reader hands
     # such a tar to webdataset, and the sentence still comes back whole.
     import tarfile
+
     key = "k" * 120
     expected = sentence(1)
     path = tmp_path / "long.tar"
     with tarfile.open(path, "w") as tar:
-        for suffix, payload in (("tokens.npy", _npy(expected.tokens)),
-                                ("json", json.dumps({"kind": "video", "source": ["a"], "n_images": 3}).encode())):
+        for suffix, payload in (
+            ("tokens.npy", _npy(expected.tokens)),
+            ("json", json.dumps({"kind": "video", "source": ["a"], "n_images": 3}).encode()),
+        ):
             info = tarfile.TarInfo(f"{key}.{suffix}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))

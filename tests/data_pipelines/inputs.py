@@ -9,8 +9,8 @@ files are ordinary photographic PNGs, not flat colours.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import av
 import numpy as np
@@ -18,9 +18,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-SIZE = 32          # every test image is SIZE×SIZE, and builders read at SIZE, so pixels come back exact
+SIZE = 32  # every test image is SIZE×SIZE, and builders read at SIZE, so pixels come back exact
 MARK = slice(0, 16)  # the marker block: top-left 16×16 (a quarter of the image)
-STEP = 10          # marker value v is drawn as gray level 5 + STEP·v (v < 25)
+STEP = 10  # marker value v is drawn as gray level 5 + STEP·v (v < 25)
 
 
 def marker_level(value: int) -> int:
@@ -46,7 +46,7 @@ def marked_image(photo: np.ndarray) -> Callable[[int], np.ndarray]:
 
     def make(value: int) -> np.ndarray:
         top, left = (value * 7) % 96, (value * 13) % 96
-        image = photo[top:top + SIZE, left:left + SIZE].copy()
+        image = photo[top : top + SIZE, left : left + SIZE].copy()
         image[MARK, MARK] = marker_level(value)
         return image
 
@@ -119,8 +119,18 @@ def relpaths(paths: Sequence[str], root: str | os.PathLike) -> list[str]:
 
 
 # A corpus small enough to make in about a second, with every kind represented in both splits.
-SMALL_CORPUS = dict(n_videos=3, n_val_videos=2, n_frames=10, size=32, n_images=8, n_val_images=4,
-                    n_sequences=2, n_val_sequences=1, n_sequence_frames=9, seed=0)
+SMALL_CORPUS = dict(
+    n_videos=3,
+    n_val_videos=2,
+    n_frames=10,
+    size=32,
+    n_images=8,
+    n_val_images=4,
+    n_sequences=2,
+    n_val_sequences=1,
+    n_sequence_frames=9,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="session")

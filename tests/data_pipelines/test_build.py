@@ -17,13 +17,13 @@ from PIL import Image
 from skimage import data as skdata
 
 from data_pipelines.build import build, curated
-from lvm.media.skips import BadInputError, SkipCounter
 from data_pipelines.curation import Curator
 from data_pipelines.paired import paired_sentences
 from data_pipelines.sequences import sequence_sentences
 from data_pipelines.synthetic import write_video_file
 from data_pipelines.video import video_sentences
 from lvm.data.shards import read_manifest, read_sentences
+from lvm.media.skips import BadInputError, SkipCounter
 from lvm.tokenizer import load_vqgan
 from tests.data_pipelines.inputs import write_random_bytes
 
@@ -31,16 +31,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32  # the tiny VQGAN's resolution
 N_FRAMES, STRIDES, N_EPOCHS = 4, (1, 2), 2
 # (`++`: set the option whether or not conf/pipeline/video.yaml lists it.)
-BUILDER = [f"++pipeline.builder.n_frames={N_FRAMES}", f"++pipeline.builder.strides=[{','.join(map(str, STRIDES))}]",
-           f"++pipeline.builder.n_epochs={N_EPOCHS}"]
+BUILDER = [
+    f"++pipeline.builder.n_frames={N_FRAMES}",
+    f"++pipeline.builder.strides=[{','.join(map(str, STRIDES))}]",
+    f"++pipeline.builder.n_epochs={N_EPOCHS}",
+]
 
 
 def photo_video(path: Path, n_frames: int, offset: int, shape: tuple[int, int] = (SIZE, SIZE)) -> str:
     """A pan across the astronaut photograph: frame t is a crop moved by 3 px per frame."""
     photo = np.asarray(Image.fromarray(skdata.astronaut()).resize((128, 128)))
     height, width = shape
-    frames = [photo[offset + 2 * t: offset + 2 * t + height, offset + 3 * t: offset + 3 * t + width]
-              for t in range(n_frames)]
+    frames = [
+        photo[offset + 2 * t : offset + 2 * t + height, offset + 3 * t : offset + 3 * t + width]
+        for t in range(n_frames)
+    ]
     return write_video_file(path, frames)
 
 
@@ -55,10 +60,20 @@ def videos(tmp_path_factory) -> list[str]:
 
 def build_cfg(out_dir: Path, paths: list[str], vqgan_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("build", overrides=[
-            "pipeline=video", f"pipeline.builder.paths=[{','.join(paths)}]", *BUILDER, f"output_dir={out_dir}",
-            f"tokenizer_path={vqgan_dir}", "samples_per_shard=5", "images_per_batch=6", "progress=false",
-            *overrides])
+        return compose(
+            "build",
+            overrides=[
+                "pipeline=video",
+                f"pipeline.builder.paths=[{','.join(paths)}]",
+                *BUILDER,
+                f"output_dir={out_dir}",
+                f"tokenizer_path={vqgan_dir}",
+                "samples_per_shard=5",
+                "images_per_batch=6",
+                "progress=false",
+                *overrides,
+            ],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +105,17 @@ def test_manifest_counts_samples_tokens_skips_and_config(built, videos):
 
 def test_shards_hold_the_tokenizers_codes_of_the_builders_sentences(built, videos, vqgan_dir):
     out, _ = built
-    expected = list(video_sentences(videos, SIZE, n_frames=N_FRAMES, strides=STRIDES, n_epochs=N_EPOCHS,
-                                    rng_seed=0, skips=SkipCounter(warn=False)))
+    expected = list(
+        video_sentences(
+            videos,
+            SIZE,
+            n_frames=N_FRAMES,
+            strides=STRIDES,
+            n_epochs=N_EPOCHS,
+            rng_seed=0,
+            skips=SkipCounter(warn=False),
+        )
+    )
     stored = read_sentences(out, vocab_size=64)
     assert [s.key for s in stored] == [f"{i:09d}" for i in range(len(expected))]
     model = load_vqgan(vqgan_dir).eval()
@@ -119,7 +143,8 @@ def test_a_rerun_redoes_only_the_lost_shard(built, videos, vqgan_dir, tmp_path):
     assert totals.shards_written == 1 and totals.images_tokenized == 2 * N_FRAMES  # the last shard's 2 sentences
     assert shard_bytes(out) == before  # the redone shard came out byte for byte the same
     assert {name: (out / name).stat().st_mtime_ns for name in mtimes if name != "shard-000002.tar"} == {
-        name: t for name, t in mtimes.items() if name != "shard-000002.tar"}  # earlier shards not rewritten
+        name: t for name, t in mtimes.items() if name != "shard-000002.tar"
+    }  # earlier shards not rewritten
     assert json.loads((out / "manifest.json").read_text()) == json.loads((original / "manifest.json").read_text())
 
     # Nothing lost: a rerun tokenizes nothing and writes the same manifest.
@@ -131,11 +156,13 @@ def test_a_rerun_with_another_config_or_changed_inputs_is_refused(built, videos,
     original, _ = built
     out = tmp_path / "copy"
     shutil.copytree(original, out)
-    for override, field in (("seed=1", "seed"), ("samples_per_shard=4", "samples_per_shard"),
-                            ("curation.min_side=16", "curation")):
+    for override, field in (
+        ("seed=1", "seed"),
+        ("samples_per_shard=4", "samples_per_shard"),
+        ("curation.min_side=16", "curation"),
+    ):
         with pytest.raises(ValueError, match=f"plan.json.*another {field}"):
             build(build_cfg(out, videos, vqgan_dir, override))
-
 
 
 def test_changed_inputs_under_the_same_config_are_refused(videos, vqgan_dir, tmp_path):
@@ -161,12 +188,24 @@ def test_command_line_with_curation_filters(videos, vqgan_dir, tmp_path):
     wide = photo_video(tmp_path / "wide.mp4", 10, offset=0, shape=(SIZE, 3 * SIZE))
     out = tmp_path / "out"
     paths = [videos[0], wide, videos[2]]
-    command = [sys.executable, "-m", "data_pipelines.build", "pipeline=video",
-               f"pipeline.builder.paths=[{','.join(paths)}]", *BUILDER, f"output_dir={out}",
-               f"tokenizer_path={vqgan_dir}", "samples_per_shard=3", "progress=false", "curation.max_aspect=2",
-               "curation.min_side=16", f"paths.log_dir={tmp_path / 'logs'}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200"})
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipelines.build",
+        "pipeline=video",
+        f"pipeline.builder.paths=[{','.join(paths)}]",
+        *BUILDER,
+        f"output_dir={out}",
+        f"tokenizer_path={vqgan_dir}",
+        "samples_per_shard=3",
+        "progress=false",
+        "curation.max_aspect=2",
+        "curation.min_side=16",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}
+    )
     assert done.returncode == 0, done.stderr
     manifest = read_manifest(out / "manifest.json")
     per_video = N_EPOCHS * len(STRIDES)
@@ -193,13 +232,14 @@ def test_dedup_leaves_frames_of_one_folder_alone_but_drops_a_copied_folder(tmp_p
     for folder in ("a", "copy_of_a"):
         (tmp_path / folder).mkdir()
         for t in range(8):
-            Image.fromarray(photo[40:104, 40 + t:104 + t]).save(tmp_path / folder / f"{t:02d}.png")
+            Image.fromarray(photo[40:104, 40 + t : 104 + t]).save(tmp_path / folder / f"{t:02d}.png")
     folders = [str(tmp_path / "a"), str(tmp_path / "copy_of_a")]
 
     def kept(kind: str) -> list[str]:
         curator = Curator(dedup_max_distance=8)
-        sentences = sequence_sentences(folders, SIZE, n_frames=4, max_stride=2, n_epochs=3,
-                                       skips=SkipCounter(warn=False))
+        sentences = sequence_sentences(
+            folders, SIZE, n_frames=4, max_stride=2, n_epochs=3, skips=SkipCounter(warn=False)
+        )
         sentences = (dataclasses.replace(s, kind=kind) for s in sentences)
         return [Path(s.source[0]).parent.name for s in curated(sentences, curator)]
 

@@ -70,7 +70,11 @@ def test_bad_inputs_are_skipped_or_raised(root, marked_image):
 
 def test_deterministic_given_seed(root):
     def draw(seed):
-        return [s.source for s in category_sentences(root, SIZE, images_per_shot=2, n_shots=1, n_epochs=2,
-                                                     rng_seed=seed, skips=SkipCounter(warn=False))]
+        return [
+            s.source
+            for s in category_sentences(
+                root, SIZE, images_per_shot=2, n_shots=1, n_epochs=2, rng_seed=seed, skips=SkipCounter(warn=False)
+            )
+        ]
 
     assert draw(0) == draw(0) and draw(0) != draw(1)

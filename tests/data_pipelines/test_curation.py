@@ -69,8 +69,21 @@ def test_max_aspect_keeps_ordinary_photos_and_drops_panoramas(images):
 
 def test_near_duplicates_are_dropped_and_the_first_seen_is_kept(images):
     curator = Curator(dedup_max_distance=8)
-    order = ["astronaut", "coffee", "astronaut_small", "coffee_mirrored", "chelsea", "chelsea_noisy", "chelsea_cropped",
-             "camera", "camera_jpeg", "rocket", "hubble_deep_field", "retina", "brick"]
+    order = [
+        "astronaut",
+        "coffee",
+        "astronaut_small",
+        "coffee_mirrored",
+        "chelsea",
+        "chelsea_noisy",
+        "chelsea_cropped",
+        "camera",
+        "camera_jpeg",
+        "rocket",
+        "hubble_deep_field",
+        "retina",
+        "brick",
+    ]
     kept = [name for name in order if curator.admit(images[name])]
     assert kept == ["astronaut", "coffee", "chelsea", "camera", "rocket", "hubble_deep_field", "retina", "brick"]
     assert curator.files_rejected == {"duplicate": 5} and curator.sentences_dropped == {"duplicate": 5}
@@ -81,7 +94,11 @@ def test_near_duplicates_are_dropped_and_the_first_seen_is_kept(images):
     # The other way round, the copies came first and are the ones kept.
     reverse = Curator(dedup_max_distance=8)
     assert [reverse.admit(images[n]) for n in ("camera_jpeg", "camera", "chelsea_noisy", "chelsea")] == [
-        True, False, True, False]
+        True,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_the_distance_threshold_is_inclusive(images):
@@ -93,7 +110,7 @@ def test_the_distance_threshold_is_inclusive(images):
         assert curator.admit(images["chelsea_cropped"]) is not duplicate
     # Different photographs are far apart, so the default-ish threshold of 8 has a wide margin.
     originals = [images[name] for name in PHOTOS]
-    assert min(distance(a, b) for i, a in enumerate(originals) for b in originals[i + 1:]) > 16
+    assert min(distance(a, b) for i, a in enumerate(originals) for b in originals[i + 1 :]) > 16
 
 
 def test_a_sentence_is_dropped_with_any_rejected_file_and_keeps_nothing(images):
@@ -110,7 +127,10 @@ def test_a_sentence_is_dropped_with_any_rejected_file_and_keeps_nothing(images):
     summary = curator.summary()
     assert summary["sentences_dropped"] == {"min_side": 1, "duplicate": 2}
     assert {entry["path"] for entry in summary["rejected"]} == {
-        images["tiny"], images["coffee"], images["astronaut_small"]}
+        images["tiny"],
+        images["coffee"],
+        images["astronaut_small"],
+    }
     # The same file twice (colorization sentences hold (gray, colour) of one path) is not its own duplicate.
     assert curator.admit_sentence([images["retina"], images["retina"]])
 
@@ -123,8 +143,9 @@ def test_files_of_one_group_are_not_duplicates_of_each_other(images):
     assert not curator.admit_sentence([images["coffee"], images["camera_jpeg"]], ["clip-c", "clip-c"])
     assert curator.rejected[images["camera_jpeg"]].reason == "duplicate"  # of camera, in clip-b
     # Within one sentence too: two files of different groups are compared.
-    assert not curator.admit_sentence([images["rocket"], images["astronaut"], images["astronaut_small"]],
-                                      ["clip-d", "clip-d", "clip-e"])
+    assert not curator.admit_sentence(
+        [images["rocket"], images["astronaut"], images["astronaut_small"]], ["clip-d", "clip-d", "clip-e"]
+    )
     with pytest.raises(ValueError, match="2 groups for 1 sources"):
         curator.admit_sentence([images["retina"]], ["a", "b"])
 
@@ -165,6 +186,12 @@ def test_hash_index_finds_what_brute_force_finds(max_distance):
         bits = rng.sample(range(64), min(63, max(0, max_distance + rng.choice((-1, 0, 1)))))
         queries.append(stored[i] ^ sum(1 << b for b in bits))
     for query in queries:
-        expected = next(((f"f{i}", (query ^ v).bit_count()) for i, v in enumerate(stored)
-                         if (query ^ v).bit_count() <= max_distance), None)
+        expected = next(
+            (
+                (f"f{i}", (query ^ v).bit_count())
+                for i, v in enumerate(stored)
+                if (query ^ v).bit_count() <= max_distance
+            ),
+            None,
+        )
         assert index.nearest(query) == expected

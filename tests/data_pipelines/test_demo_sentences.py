@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from data_pipelines.colorization import to_grayscale_rgb
-from lvm.media.skips import BadInputError, SkipCounter
-from lvm.media.images import read_image
-from lvm.media.video import read_video_frames
 from data_pipelines.demo_sentences import demo_sentences
 from data_pipelines.synthetic import edge_map_rgb
+from lvm.media.images import read_image
+from lvm.media.skips import BadInputError, SkipCounter
+from lvm.media.video import read_video_frames
 from tests.data_pipelines.inputs import SMALL_CORPUS, write_random_bytes
 
 SIZE = SMALL_CORPUS["size"]
@@ -44,7 +44,7 @@ def test_video_sentences_are_consecutive_frames(small_corpus):
     for sentence in demo_sentences(small_corpus, "train", images_per_sentence=K)["video"]:
         start = sentence.meta["start"]
         frames = read_video_frames(sentence.source[0], SIZE)
-        assert sentence.meta["stride"] == 1 and same_images(sentence.images, frames[start:start + K])
+        assert sentence.meta["stride"] == 1 and same_images(sentence.images, frames[start : start + K])
 
 
 def test_paired_sentences_hold_one_task_each(small_corpus):

@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.inpainting import draw_mask, inpainting_sentences, mask_from_description
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 
 PATCH = 8  # 4×4 patches on the 32-pixel test images
@@ -24,16 +24,16 @@ def expected_hidden(description):
     """The mask written out from the original's, independently of `mask_from_description`."""
     hidden = np.zeros((SIZE, SIZE), dtype=bool)
     if description["mode"] == "hole":
-        t, l, s = description["top"], description["left"], description["side"]
+        t, left, s = description["top"], description["left"], description["side"]
         for y in range(t, t + s):
-            for x in range(l, l + s):
+            for x in range(left, left + s):
                 hidden[y, x] = True
         return hidden
     per_row = SIZE // PATCH
     for index in range(per_row * per_row):
         if index not in description["kept"]:
             y, x = divmod(index, per_row)
-            hidden[y * PATCH:(y + 1) * PATCH, x * PATCH:(x + 1) * PATCH] = True
+            hidden[y * PATCH : (y + 1) * PATCH, x * PATCH : (x + 1) * PATCH] = True
     return hidden
 
 
@@ -51,7 +51,7 @@ def test_pairs_are_masked_then_original(root, marked_image):
             hidden = expected_hidden(description)
             assert np.array_equal(mask_from_description(SIZE, SIZE, description), hidden)
             assert np.array_equal(masked[~hidden], original[~hidden])  # untouched where not masked
-            assert not masked[hidden].any()                          # black where masked
+            assert not masked[hidden].any()  # black where masked
 
 
 def test_hole_is_a_square_inside_the_image():
@@ -93,8 +93,10 @@ def test_corrupt_image_is_skipped_or_raised(root, marked_image):
 
 def test_deterministic_given_seed(root):
     def draw(seed):
-        return [(s.source, s.meta["masks"]) for s in
-                inpainting_sentences(root, SIZE, n_shots=2, patch_size=PATCH, n_epochs=2, rng_seed=seed)]
+        return [
+            (s.source, s.meta["masks"])
+            for s in inpainting_sentences(root, SIZE, n_shots=2, patch_size=PATCH, n_epochs=2, rng_seed=seed)
+        ]
 
     assert draw(3) == draw(3) and draw(3) != draw(4)
 

@@ -39,8 +39,9 @@ def test_import_keeps_every_token_and_export_gives_the_same_bytes(tmp_path):
     arrays[3][0], arrays[5][-1] = 8291, 0  # both ends of the vocabulary
     source = write_jsonl(tmp_path / "dataset.jsonl", [original_line(a) for a in arrays])
 
-    result = import_jsonl(source, tmp_path / "shards", tokens_per_image=TPI, kind="video", samples_per_shard=5,
-                          progress=False)
+    result = import_jsonl(
+        source, tmp_path / "shards", tokens_per_image=TPI, kind="video", samples_per_shard=5, progress=False
+    )
     assert (result.lines, result.sentences, result.shards, result.skipped) == (23, 23, 5, [])
 
     manifest = read_manifest(tmp_path / "shards" / "manifest.json")
@@ -92,8 +93,10 @@ BAD_LINES = {
     "tokens not a string": ('{"tokens": [1, 2, 3]}\n', "field 'tokens' is list"),
     "not base64": ('{"tokens": "AA*A"}\n', "not valid base64"),
     "bad padding": ('{"tokens": "AAAAA"}\n', "not valid base64"),
-    "not whole int32s": (json.dumps({"tokens": base64.b64encode(b"\x01\x00\x00\x00\x02\x00").decode()}) + "\n",
-                         "6 bytes, not a whole number of int32"),
+    "not whole int32s": (
+        json.dumps({"tokens": base64.b64encode(b"\x01\x00\x00\x00\x02\x00").decode()}) + "\n",
+        "6 bytes, not a whole number of int32",
+    ),
     "empty": ('{"tokens": ""}\n', "holds no tokens"),
 }
 
@@ -109,11 +112,14 @@ def test_a_malformed_line_is_an_error_naming_file_and_line(tmp_path, case):
     assert not (tmp_path / "out" / "manifest.json").exists()  # no manifest: the shard set is not complete
 
 
-@pytest.mark.parametrize("bad_id, message", [
-    (8292, "field 'tokens' holds id 8292 ≥ vocab_size 8292"),
-    (70000, "field 'tokens' holds id 70000, which does not fit uint16"),
-    (-1, "field 'tokens' holds id -1 < 0"),
-])
+@pytest.mark.parametrize(
+    "bad_id, message",
+    [
+        (8292, "field 'tokens' holds id 8292 ≥ vocab_size 8292"),
+        (70000, "field 'tokens' holds id 70000, which does not fit uint16"),
+        (-1, "field 'tokens' holds id -1 < 0"),
+    ],
+)
 def test_an_id_out_of_range_names_file_line_field_and_id(tmp_path, bad_id, message):
     ids = np.arange(TPI)
     ids[7] = bad_id
@@ -131,8 +137,15 @@ def test_a_partial_image_is_an_error_naming_the_line(tmp_path):
 
 def test_skip_bad_counts_and_reports_every_skipped_line(tmp_path):
     arrays = random_sentences(4, seed=2)
-    lines = [original_line(arrays[0]), "oops\n", original_line(arrays[1]), "\n", '{"x": 1}\n',
-             original_line(arrays[2]), original_line(arrays[3])]
+    lines = [
+        original_line(arrays[0]),
+        "oops\n",
+        original_line(arrays[1]),
+        "\n",
+        '{"x": 1}\n',
+        original_line(arrays[2]),
+        original_line(arrays[3]),
+    ]
     source = write_jsonl(tmp_path / "d.jsonl", lines)
     result = import_jsonl(source, tmp_path / "out", tokens_per_image=TPI, skip_bad=True, progress=False)
     assert result.sentences == 4 and result.lines == 7 and result.blank_lines == 1
@@ -140,8 +153,12 @@ def test_skip_bad_counts_and_reports_every_skipped_line(tmp_path):
     assert "skipped 2 bad lines: line 2 (not valid JSON" in result.summary()
     config = read_manifest(tmp_path / "out" / "manifest.json")["config"]
     assert [s["line"] for s in config["skipped"]] == [2, 5] and config["blank_lines"] == 1
-    assert [s.source for s in read_sentences(tmp_path / "out")] == [["d.jsonl:1"], ["d.jsonl:3"], ["d.jsonl:6"],
-                                                                    ["d.jsonl:7"]]
+    assert [s.source for s in read_sentences(tmp_path / "out")] == [
+        ["d.jsonl:1"],
+        ["d.jsonl:3"],
+        ["d.jsonl:6"],
+        ["d.jsonl:7"],
+    ]
 
 
 def test_import_streams_the_file(tmp_path):
@@ -166,8 +183,23 @@ def test_import_streams_the_file(tmp_path):
 def test_command_line_round_trip(tmp_path, capsys):
     arrays = random_sentences(5, seed=4)
     source = write_jsonl(tmp_path / "d.jsonl", [original_line(a) for a in arrays])
-    assert main(["import", str(source), str(tmp_path / "s"), "--tokens-per-image", str(TPI), "--kind", "paired",
-                 "--samples-per-shard", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(source),
+                str(tmp_path / "s"),
+                "--tokens-per-image",
+                str(TPI),
+                "--kind",
+                "paired",
+                "--samples-per-shard",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "5 sentences" in capsys.readouterr().out
     assert read_manifest(tmp_path / "s" / "manifest.json")["kinds"].keys() == {"paired"}
     assert main(["export", str(tmp_path / "s"), str(tmp_path / "back.jsonl"), "--no-progress"]) == 0
@@ -176,8 +208,22 @@ def test_command_line_round_trip(tmp_path, capsys):
 
 def test_command_line_error_is_one_line_naming_file_and_line(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, "nope\n"])
-    failed = subprocess.run([sys.executable, "-m", "data_pipelines.jsonl", "import", str(bad), str(tmp_path / "b"),
-                             "--tokens-per-image", str(TPI)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_pipelines.jsonl",
+            "import",
+            str(bad),
+            str(tmp_path / "b"),
+            "--tokens-per-image",
+            str(TPI),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 1
     assert f"error: {bad}:2: not valid JSON" in failed.stderr
     assert "Traceback" not in failed.stderr

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.multi_dataset import match_aligned, multi_dataset_sentences
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, stems_dir, write_png, write_truncated_png
 
 TASKS = ("image", "depth", "edge")
@@ -33,8 +33,8 @@ def check_layout(sentence, n_shots):
     stems = [int(stem.split("_")[1]) for stem in sentence.meta["stems"]]
     for shot, stem in enumerate(stems):
         # One shot: the same stem in every folder, in the sentence's task order.
-        assert marks[3 * shot:3 * shot + 3] == [marker_of(stem, task) for task in order]
-        paths = sentence.source[3 * shot:3 * shot + 3]
+        assert marks[3 * shot : 3 * shot + 3] == [marker_of(stem, task) for task in order]
+        paths = sentence.source[3 * shot : 3 * shot + 3]
         assert [os.path.basename(os.path.dirname(p)) for p in paths] == [TASKS[i] for i in order]
         assert {os.path.basename(p) for p in paths} == {f"item_{stem:02d}.png"}
     return stems
@@ -80,8 +80,10 @@ def test_unmatched_and_unreadable_files_are_recorded_or_raised(tmp_path, roots, 
 
 def test_deterministic_given_seed(roots):
     def draw(seed):
-        return [(s.meta["stems"], s.meta["task_order"]) for s in
-                multi_dataset_sentences(roots, SIZE, n_shots=2, n_epochs=2, rng_seed=seed)]
+        return [
+            (s.meta["stems"], s.meta["task_order"])
+            for s in multi_dataset_sentences(roots, SIZE, n_shots=2, n_epochs=2, rng_seed=seed)
+        ]
 
     assert draw(0) == draw(0) and draw(0) != draw(1)
 

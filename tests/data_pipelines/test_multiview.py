@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.multiview import multiview_sentences
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_png, write_truncated_png
 
 N_VIEWS = 5
@@ -48,8 +48,8 @@ def test_views_in_camera_order_objects_in_turn(root):
         for shot, clip in enumerate(sentence.meta["clips"]):
             k, start, stride = object_number(clip["object"]), clip["start"], clip["stride"]
             assert 1 <= stride <= 2  # 5 views hold 3 at stride ≤ 2: max_stride 4 is capped
-            assert marks[3 * shot:3 * shot + 3] == [5 * k + start + i * stride for i in range(3)]
-            paths = sentence.source[3 * shot:3 * shot + 3]
+            assert marks[3 * shot : 3 * shot + 3] == [5 * k + start + i * stride for i in range(3)]
+            paths = sentence.source[3 * shot : 3 * shot + 3]
             assert [os.path.basename(p) for p in paths] == [view_name(start + i * stride) for i in range(3)]
             assert all("masks" not in p for p in paths)
     for epoch in range(4):
@@ -72,8 +72,10 @@ def test_bad_view_and_short_object_are_recorded_or_raised(root, marked_image):
         # All 5 views at stride 1: obj1's clip always hits the bad view, so obj1 never appears.
         sentences = list(multiview_sentences(root, SIZE, n_frames=5, n_shots=1, n_epochs=2, skips=skips))
     assert len(sentences) == 2 * 3 and all(bad not in s.source for s in sentences)
-    assert sorted(str(w.message) for w in warned) == [f"{bad}: skipped (truncated)",
-                                                      f"{root / 'cat1' / 'short'}: skipped (2 views, needs 5)"]
+    assert sorted(str(w.message) for w in warned) == [
+        f"{bad}: skipped (truncated)",
+        f"{root / 'cat1' / 'short'}: skipped (2 views, needs 5)",
+    ]
     assert set(skips.skipped_paths) == {bad, str(root / "cat1" / "short")}
     with pytest.raises(BadInputError, match="short"):
         list(multiview_sentences(root, SIZE, n_frames=3, strict=True))
@@ -84,7 +86,11 @@ def test_bad_view_and_short_object_are_recorded_or_raised(root, marked_image):
 
 def test_deterministic_given_seed(root):
     def draw(seed):
-        return [s.meta["clips"] for s in multiview_sentences(root, SIZE, n_frames=2, n_shots=2, n_epochs=3,
-                                                             rng_seed=seed, skips=SkipCounter(warn=False))]
+        return [
+            s.meta["clips"]
+            for s in multiview_sentences(
+                root, SIZE, n_frames=2, n_shots=2, n_epochs=3, rng_seed=seed, skips=SkipCounter(warn=False)
+            )
+        ]
 
     assert draw(0) == draw(0) and draw(0) != draw(1)

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.paired import match_pairs, paired_sentences
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, stems_dir, write_png, write_truncated_png
 
 N_PAIRS = 9
@@ -14,10 +14,12 @@ N_PAIRS = 9
 
 def annotation(marked_image):
     """y of stem s: the photo inverted (a different-looking "annotation") carrying marker s + 12."""
+
     def make(stem):
         image = 255 - marked_image(stem)
         image[:16, :16] = marked_image(stem + 12)[:16, :16]
         return image
+
     return make
 
 

@@ -61,7 +61,9 @@ def paths(tmp_path_factory, photo):
     base = tmp_path_factory.mktemp("pipelines")
 
     def images(folder, n, prefix="item_"):
-        return [str(write_png(base / folder / f"{prefix}{i:02d}.png", photo[i:i + SIZE, i:i + SIZE])) for i in range(n)]
+        return [
+            str(write_png(base / folder / f"{prefix}{i:02d}.png", photo[i : i + SIZE, i : i + SIZE])) for i in range(n)
+        ]
 
     frames = images("frames", 16)
     images("annotations", 16)
@@ -103,8 +105,12 @@ def test_config_names_the_builder_with_its_parameters(kind):
     missing = {key for key in options if OmegaConf.is_missing(cfg.builder, key)}
     assert missing and missing <= required  # only the paths are ???, and they have no default to fall back on
     # The yaml's defaults are the function's own where it has one, except where the original's differ.
-    spec_defaults = {("video", "strides"), ("video", "n_frames"), ("paired", "n_epochs"),
-                     ("multi_sequence", "n_frames")}
+    spec_defaults = {
+        ("video", "strides"),
+        ("video", "n_frames"),
+        ("paired", "n_epochs"),
+        ("multi_sequence", "n_frames"),
+    }
     for key in options - missing:
         if (kind, key) not in spec_defaults:
             assert cfg.builder[key] == parameters[key].default, key
@@ -129,8 +135,10 @@ def test_composed_partial_yields_sentences(kind, paths):
 def test_paths_from_the_command_line(paths):
     roots = paths["multi_dataset"]["roots"]
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="pipeline/multi_dataset",
-                      overrides=[f"pipeline.builder.roots='{roots}'", "pipeline.builder.n_shots=2"])
+        cfg = compose(
+            config_name="pipeline/multi_dataset",
+            overrides=[f"pipeline.builder.roots='{roots}'", "pipeline.builder.n_shots=2"],
+        )
     sentences = list(instantiate(cfg.pipeline.builder)(size=SIZE, rng_seed=0))
     assert len(sentences) == 8 and all(len(s) == 2 * 2 for s in sentences)
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.sequences import image_sentences, sequence_sentences
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_truncated_png
 
 
@@ -50,8 +50,10 @@ def test_sequence_deterministic_given_seed(frame_folder):
     folders = [frame_folder("a", 20)]
 
     def clips(seed):
-        return [(s.meta["start"], s.meta["stride"]) for s in
-                sequence_sentences(folders, SIZE, n_frames=3, n_epochs=6, rng_seed=seed)]
+        return [
+            (s.meta["start"], s.meta["stride"])
+            for s in sequence_sentences(folders, SIZE, n_frames=3, n_epochs=6, rng_seed=seed)
+        ]
 
     assert clips(0) == clips(0) and clips(0) != clips(1)
 
@@ -68,8 +70,9 @@ def test_image_groups_hold_distinct_images(frame_folder, marked_image):
         assert len(set(marks)) == 9 and 4 not in marks
     assert all(s.kind == "images" and len(s) == 3 for s in sentences)
     assert skips.skipped_paths == [str(bad)]
-    assert [s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))] == \
-        [s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))]
+    assert [s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))] == [
+        s.source for s in image_sentences(paths, SIZE, n_images=3, rng_seed=5, skips=SkipCounter(warn=False))
+    ]
 
 
 def test_image_groups_strict_and_refusal(frame_folder, marked_image):

@@ -19,8 +19,9 @@ TPI = 4  # tokens per image
 def write_set(folder: Path, counts: dict[str, tuple[int, int]], name: str | None = None) -> Path:
     """A shard set with counts[kind] = (sentences, images per sentence); config.name = `name`."""
     rng = np.random.default_rng(len(counts))
-    with ShardWriter(folder, max_samples_per_shard=3, vocab_size=64, tokens_per_image=TPI,
-                     config={"name": name} if name else None) as writer:
+    with ShardWriter(
+        folder, max_samples_per_shard=3, vocab_size=64, tokens_per_image=TPI, config={"name": name} if name else None
+    ) as writer:
         for kind, (n, images) in counts.items():
             for _ in range(n):
                 tokens = rng.integers(0, 64, images * TPI).astype(np.uint16)
@@ -35,8 +36,11 @@ def shard_sets(tmp_path) -> Path:
     write_set(tmp_path / "train" / "video", {"video": (5, 4)})
     mix = write_set(tmp_path / "train" / "mix", {"paired": (2, 8), "sequence": (3, 2)}, name="mixture")
     manifest = json.loads(mix.read_text())
-    manifest["skipped"] = [{"path": "a.png", "reason": "truncated"}, {"path": "b.mp4", "reason": "stride 8"},
-                           {"path": "b.mp4", "reason": "stride 16"}]
+    manifest["skipped"] = [
+        {"path": "a.png", "reason": "truncated"},
+        {"path": "b.mp4", "reason": "stride 8"},
+        {"path": "b.mp4", "reason": "stride 16"},
+    ]
     manifest["filtered"] = {"sentences_dropped": {"min_side": 4, "duplicate": 2}, "files_rejected": {"min_side": 1}}
     mix.write_text(json.dumps(manifest))
     write_set(tmp_path / "other" / "video", {"video": (1, 4)})
@@ -56,12 +60,20 @@ def test_counts_per_manifest_per_source_and_in_total(shard_sets):
         "video": {"samples": 6, "tokens": 96, "kinds": {"video": 96}, "skipped": None, "filtered": None},
         "mixture": {"samples": 5, "tokens": 88, "kinds": {"paired": 64, "sequence": 24}, "skipped": 2, "filtered": 6},
     }
-    assert collected["total"] == {"manifests": 3, "samples": 11, "tokens": 184,
-                                  "kinds": {"video": 96, "paired": 64, "sequence": 24}, "skipped": 2, "filtered": 6}
+    assert collected["total"] == {
+        "manifests": 3,
+        "samples": 11,
+        "tokens": 184,
+        "kinds": {"video": 96, "paired": 64, "sequence": 24},
+        "skipped": 2,
+        "filtered": 6,
+    }
     assert other["tokens"] == 16
     # A manifest named twice (itself and through its folder) counts once.
-    assert collect([shard_sets / "train" / "video", shard_sets / "train" / "video" / "manifest.json"])[
-        "total"]["samples"] == 5
+    assert (
+        collect([shard_sets / "train" / "video", shard_sets / "train" / "video" / "manifest.json"])["total"]["samples"]
+        == 5
+    )
 
 
 def test_the_printed_tables_show_those_numbers(shard_sets):
@@ -72,8 +84,11 @@ def test_the_printed_tables_show_those_numbers(shard_sets):
     cells = [cell.strip() for cell in total.split("│")[1:-1]]
     assert cells[2:] == ["11", "184", "64", "24", "96", "2", "6"]  # samples, tokens, kinds sorted, skipped, filtered
     assert "train/mix " in text and "other/video " in text  # folders, relative to what they share
-    rows = {cells[1].strip(): [c.strip() for c in cells[2:-1]] for cells in
-            (line.split("│") for line in text.splitlines()) if len(cells) == 6}
+    rows = {
+        cells[1].strip(): [c.strip() for c in cells[2:-1]]
+        for cells in (line.split("│") for line in text.splitlines())
+        if len(cells) == 6
+    }
     assert rows["mixture"] == ["5", "88", "47.8%"] and rows["video"] == ["6", "96", "52.2%"]
 
 
@@ -81,6 +96,7 @@ def test_errors_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no manifest.json"):
         find_manifests(tmp_path / "empty")
+
 
 def test_a_missing_path_is_one_error_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)

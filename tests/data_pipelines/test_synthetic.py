@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 
 from data_pipelines.colorization import to_grayscale_rgb
-from lvm.media.files import list_files
-from lvm.media.images import read_image
-from lvm.media.video import read_video_frames
 from data_pipelines.synthetic import (
     CORPUS_FILE,
     VAL_STRIP,
@@ -22,6 +19,9 @@ from data_pipelines.synthetic import (
     pick_video_codec,
     random_crop,
 )
+from lvm.media.files import list_files
+from lvm.media.images import read_image
+from lvm.media.video import read_video_frames
 from tests.data_pipelines.inputs import SMALL_CORPUS
 
 SIZE = SMALL_CORPUS["size"]
@@ -50,7 +50,9 @@ def test_images_edges_and_gray_match_by_stem(small_corpus):
     for split, n_images in (("train", SMALL_CORPUS["n_images"]), ("val", SMALL_CORPUS["n_val_images"])):
         files = small_corpus[split]
         assert len(files["images"]) == n_images
-        assert [stem(p) for p in files["images"]] == [stem(p) for p in files["edges"]] == [stem(p) for p in files["gray"]]
+        assert (
+            [stem(p) for p in files["images"]] == [stem(p) for p in files["edges"]] == [stem(p) for p in files["gray"]]
+        )
         for image_path, edges_path, gray_path in zip(files["images"], files["edges"], files["gray"]):
             image = read_image(image_path, None)
             assert image.shape == (SIZE, SIZE, 3) and image.std() > 5  # a photograph, not a flat colour
@@ -63,7 +65,9 @@ def test_sequences_are_folders_of_ordered_frames(small_corpus):
     for split in ("train", "val"):
         for folder in small_corpus[split]["sequences"]:
             frames = list_files(folder, [".png"])
-            assert [os.path.basename(p) for p in frames] == [f"frame_{t:04d}.png" for t in range(SMALL_CORPUS["n_sequence_frames"])]
+            assert [os.path.basename(p) for p in frames] == [
+                f"frame_{t:04d}.png" for t in range(SMALL_CORPUS["n_sequence_frames"])
+            ]
             assert read_image(frames[0], None).shape == (SIZE, SIZE, 3)
 
 
@@ -121,8 +125,7 @@ def test_deterministic_given_seed(tmp_path, small_corpus):
 
 
 def test_reuse_overwrite_and_refusals(tmp_path):
-    small = dict(SMALL_CORPUS, n_videos=1, n_val_videos=1, n_images=2, n_val_images=1, n_sequences=1,
-                 n_val_sequences=1)
+    small = dict(SMALL_CORPUS, n_videos=1, n_val_videos=1, n_images=2, n_val_images=1, n_sequences=1, n_val_sequences=1)
     out = tmp_path / "c"
     make_demo_corpus(out, **small)
     stamp = os.stat(out / CORPUS_FILE).st_mtime_ns

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from data_pipelines.video import video_sentences
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from tests.data_pipelines.inputs import SIZE, markers, write_marked_video, write_random_bytes
 
 

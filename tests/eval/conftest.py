@@ -14,8 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lvm.interop.pretrained import load_model
 from lvm.tokenizer.checkpoint import load_vqgan
 
-VOCAB = 72            # the tiny VQGAN's 64 codes + 8 reserved ids
-MAX_SEQ_LEN = 320     # 5 images of 64 tokens
+VOCAB = 72  # the tiny VQGAN's 64 codes + 8 reserved ids
+MAX_SEQ_LEN = 320  # 5 images of 64 tokens
 TOKENS_PER_IMAGE = 64
 
 
@@ -23,10 +23,21 @@ def save_tiny_hf_llama(folder: Path, max_seq_len: int = MAX_SEQ_LEN, seed: int =
     """A random LlamaForCausalLM (fp32) with the tiny LLaMA's dimensions, saved by transformers. A wide
     init (std 0.3) makes its predictions far from uniform, so a wrong target position shows."""
     torch.manual_seed(seed)
-    hf = LlamaForCausalLM(LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=max_seq_len, rms_norm_eps=1e-6, rope_theta=10000.0,
-        tie_word_embeddings=False, initializer_range=0.3))
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=max_seq_len,
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+            initializer_range=0.3,
+        )
+    )
     hf.save_pretrained(folder)
     return folder
 

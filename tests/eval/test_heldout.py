@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from lvm.eval.heldout import (copy_last_frame_nll, fit_copy_eps, heldout_report, model_nll, unigram_log_probs,
-                              unigram_nll)
-from lvm.training.lit_module import next_token_loss
+from lvm.eval.heldout import (
+    copy_last_frame_nll,
+    fit_copy_eps,
+    heldout_report,
+    model_nll,
+    unigram_log_probs,
+    unigram_nll,
+)
 from lvm.model import LLaMA, ModelConfig
+from lvm.training.lit_module import next_token_loss
 
 
 def test_unigram_is_smoothed_frequency():
@@ -52,8 +58,21 @@ def test_model_nll_matches_the_training_loss_and_report_keys():
         expected = next_token_loss(model(ids[:, :-1]), ids[:, 1:])
     assert float(np.mean(np.concatenate(rows))) == pytest.approx(float(expected), rel=1e-5)
 
-    report = heldout_report(model, sentences, ["video", "paired", "video", "sequence", "video"],
-                            sentences, ["video"] * 5, tokens_per_image=8, num_codes=16)
-    assert set(report) == {"val_loss", "val_ppl", "unigram_loss", "copy_last_frame_loss",
-                           "copy_last_frame_eps", "val_loss_video_after_first_frame"}
+    report = heldout_report(
+        model,
+        sentences,
+        ["video", "paired", "video", "sequence", "video"],
+        sentences,
+        ["video"] * 5,
+        tokens_per_image=8,
+        num_codes=16,
+    )
+    assert set(report) == {
+        "val_loss",
+        "val_ppl",
+        "unigram_loss",
+        "copy_last_frame_loss",
+        "copy_last_frame_eps",
+        "val_loss_video_after_first_frame",
+    }
     assert report["val_ppl"] == pytest.approx(math.exp(report["val_loss"]))

@@ -14,16 +14,18 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from lvm.core.errors import RefusedCheckpointError
-from lvm.eval.metrics import (NO_FID_NOTE, check_inception_weights, evaluate_generations, psnr_ssim, read_pair,
-                              to_float)
+from lvm.eval.metrics import NO_FID_NOTE, check_inception_weights, evaluate_generations, psnr_ssim, read_pair, to_float
 
 
 def skimage_psnr_ssim(generated: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """scikit-image's PSNR and SSIM with the Gaussian-window settings of Wang et al. (2004)."""
     g, t = generated.astype(np.float64) / 255, target.astype(np.float64) / 255
-    return (peak_signal_noise_ratio(t, g, data_range=1.0),
-            structural_similarity(t, g, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False))
+    return (
+        peak_signal_noise_ratio(t, g, data_range=1.0),
+        structural_similarity(
+            t, g, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        ),
+    )
 
 
 def noisy(image: np.ndarray, scale: float, seed: int) -> np.ndarray:
@@ -61,12 +63,20 @@ def generations(tmp_path):
     out = tmp_path / "gen"
     lines = []
     for i, name in enumerate(["astronaut", "coffee", "chelsea"]):
-        target = write(tmp_path / "targets" / f"{name}.png",
-                       np.asarray(Image.fromarray(photo(name, 96)).resize((96, 80))))
-        candidates = [write(out / f"{i:03d}" / f"candidate_{c}.png", noisy(photo(name), 10.0 + 30 * c, 10 * i + c))
-                      for c in range(2)]
-        lines.append({"id": f"p{i}", "candidates": [str(c.relative_to(out)) for c in candidates],
-                      "target": str(target) if i == 0 else (f"../targets/{name}.png" if i == 1 else None)})
+        target = write(
+            tmp_path / "targets" / f"{name}.png", np.asarray(Image.fromarray(photo(name, 96)).resize((96, 80)))
+        )
+        candidates = [
+            write(out / f"{i:03d}" / f"candidate_{c}.png", noisy(photo(name), 10.0 + 30 * c, 10 * i + c))
+            for c in range(2)
+        ]
+        lines.append(
+            {
+                "id": f"p{i}",
+                "candidates": [str(c.relative_to(out)) for c in candidates],
+                "target": str(target) if i == 0 else (f"../targets/{name}.png" if i == 1 else None),
+            }
+        )
     (out / "results.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return out
 
@@ -98,13 +108,20 @@ def test_size_none_compares_at_the_targets_own_size(generations, tmp_path):
     assert float(row["psnr"]) == pytest.approx(skimage_psnr_ssim(generated, target)[0], abs=1e-3)
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"id": "x", "candidates": ["a.png"]}', r"results.jsonl:2: no field 'target'"),
-    ('{"id": "x", "candidates": [], "target": null}', r"results.jsonl:2: field 'candidates' must be a non-empty"),
-    ('{"id": "x", "candidates": ["a.png"], "target": 3}', r"results.jsonl:2: field 'target' must be a path or null"),
-    ("{", r"results.jsonl:2: not valid JSON"),
-    ('{"id": "x", "candidates": ["gone.png"], "target": "../targets/coffee.png"}', r"prompt 'x': .*gone.png"),
-], ids=["no-target-field", "no-candidates", "target-type", "json", "missing-candidate"])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"id": "x", "candidates": ["a.png"]}', r"results.jsonl:2: no field 'target'"),
+        ('{"id": "x", "candidates": [], "target": null}', r"results.jsonl:2: field 'candidates' must be a non-empty"),
+        (
+            '{"id": "x", "candidates": ["a.png"], "target": 3}',
+            r"results.jsonl:2: field 'target' must be a path or null",
+        ),
+        ("{", r"results.jsonl:2: not valid JSON"),
+        ('{"id": "x", "candidates": ["gone.png"], "target": "../targets/coffee.png"}', r"prompt 'x': .*gone.png"),
+    ],
+    ids=["no-target-field", "no-candidates", "target-type", "json", "missing-candidate"],
+)
 def test_bad_results_lines_are_errors_naming_them(generations, tmp_path, line, message):
     results = generations / "results.jsonl"
     results.write_text(results.read_text().splitlines()[0] + "\n" + line + "\n")
@@ -138,8 +155,7 @@ def test_fid_without_torch_fidelity_names_the_package_to_install(tmp_path, gener
     weights = tmp_path / "inception.pth"
     torch.save({"w": torch.zeros(1)}, weights)
     with pytest.raises(ImportError, match=r"FID needs torch-fidelity==0.4.0"):
-        evaluate_generations(generations / "results.jsonl", tmp_path / "out", inception_weights=weights,
-                             progress=False)
+        evaluate_generations(generations / "results.jsonl", tmp_path / "out", inception_weights=weights, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +189,21 @@ def test_fid_is_zero_for_identical_sets_and_positive_for_shifted_ones(random_inc
     # random network are ~1e-7 (FID ~1e-12); the path through torchmetrics is the same for every layer.
     feature = 64
     images = [photo(name) for name in ("astronaut", "coffee", "chelsea")]
-    same = evaluate_generations(write_results(tmp_path / "same", [(x, x) for x in images]), tmp_path / "o1",
-                                inception_weights=random_inception_weights, fid_feature=feature, progress=False)
+    same = evaluate_generations(
+        write_results(tmp_path / "same", [(x, x) for x in images]),
+        tmp_path / "o1",
+        inception_weights=random_inception_weights,
+        fid_feature=feature,
+        progress=False,
+    )
     shifted = [np.clip(x.astype(int) + 60, 0, 255).astype(np.uint8)[:, ::-1] for x in images]
-    other = evaluate_generations(write_results(tmp_path / "shift", list(zip(shifted, images))), tmp_path / "o2",
-                                 inception_weights=random_inception_weights, fid_feature=feature, progress=False)
+    other = evaluate_generations(
+        write_results(tmp_path / "shift", list(zip(shifted, images))),
+        tmp_path / "o2",
+        inception_weights=random_inception_weights,
+        fid_feature=feature,
+        progress=False,
+    )
     assert other["fid"] > 0
     assert abs(same["fid"]) < 1e-3 * other["fid"]
     assert same["fid_note"] == "3 candidates vs 3 targets" and same["fid_feature"] == feature

@@ -10,18 +10,38 @@ import numpy as np
 import pytest
 import torch
 
-from lvm.media.skips import BadInputError, SkippedInputWarning
-from lvm.eval.perplexity import (CodedExample, ExampleScore, evaluate_perplexity, evaluate_video_perplexity,
-                                 find_videos, read_clip, score_examples, summarize, target_nll)
-from lvm.tokenizer.codec import encode_images
+from lvm.eval.perplexity import (
+    CodedExample,
+    ExampleScore,
+    evaluate_perplexity,
+    evaluate_video_perplexity,
+    find_videos,
+    read_clip,
+    score_examples,
+    summarize,
+    target_nll,
+)
 from lvm.media.images import load_image
+from lvm.media.skips import BadInputError, SkippedInputWarning
+from lvm.tokenizer.codec import encode_images
+from tests.eval.conftest import (
+    MAX_SEQ_LEN,
+    TOKENS_PER_IMAGE,
+    frame_level,
+    hf_target_loss,
+    write_frame_folder,
+    write_png,
+    write_video,
+)
 from tests.original_video import read_frames_the_original_way, write_detailed_video
-from tests.eval.conftest import (MAX_SEQ_LEN, TOKENS_PER_IMAGE, frame_level, hf_target_loss, write_frame_folder,
-                                 write_png, write_video)
 
 # (inputs, targets) per jsonl line; lines 2 and 4 have the same length, so they share a forward pass.
-LINES = [(["a.png"], ["b.png"]), (["a.png", "c.png"], ["d.png"]), (["sub/e.png"], ["b.png", "c.png"]),
-         (["d.png", "b.png"], ["a.png"])]
+LINES = [
+    (["a.png"], ["b.png"]),
+    (["a.png", "c.png"], ["d.png"]),
+    (["sub/e.png"], ["b.png", "c.png"]),
+    (["d.png", "b.png"], ["a.png"]),
+]
 
 
 def codes_of(vqgan, paths) -> np.ndarray:
@@ -66,8 +86,10 @@ def test_per_example_loss_is_transformers_loss_on_target_positions(prompts, lm, 
 
 def test_batching_and_target_alignment(lm, hf_lm):
     rng = np.random.default_rng(0)
-    examples = [CodedExample(str(i), f"ex{i}", rng.integers(0, 64, n_in), rng.integers(0, 64, n_t))
-                for i, (n_in, n_t) in enumerate([(5, 3), (7, 1), (5, 3), (1, 7), (2, 9)])]
+    examples = [
+        CodedExample(str(i), f"ex{i}", rng.integers(0, 64, n_in), rng.integers(0, 64, n_t))
+        for i, (n_in, n_t) in enumerate([(5, 3), (7, 1), (5, 3), (1, 7), (2, 9)])
+    ]
     one = score_examples(lm, examples, batch_size=1)
     many = score_examples(lm, examples, batch_size=8)
     for example, a, b in zip(examples, one, many):
@@ -80,7 +102,7 @@ def test_batching_and_target_alignment(lm, hf_lm):
 def test_aggregation_formulas():
     scores = [ExampleScore("a", 4, 2, math.log(2.0)), ExampleScore("b", 4, 6, math.log(8.0))]
     summary = summarize(scores)
-    assert summary["mean_perplexity"] == pytest.approx(5.0)           # (2 + 8) / 2, the original's number
+    assert summary["mean_perplexity"] == pytest.approx(5.0)  # (2 + 8) / 2, the original's number
     assert summary["mean_loss"] == pytest.approx((math.log(2) + math.log(8)) / 2)
     token_loss = (2 * math.log(2) + 6 * math.log(8)) / 8
     assert summary["token_loss"] == pytest.approx(token_loss)
@@ -106,8 +128,11 @@ def test_a_line_filling_the_window_is_scored_one_image_more_is_refused_naming_th
     prompts.write_text(json.dumps({"input": ["a.png"] * 4, "target": ["b.png"]}) + "\n")
     assert evaluate_perplexity(lm, vqgan, prompts, tmp_path / "out", progress=False)["n_examples"] == 1  # 320 tokens
     prompts.write_text(prompts.read_text() + json.dumps({"input": ["a.png"] * 5, "target": ["b.png"]}) + "\n")
-    with pytest.raises(ValueError, match=rf"prompts.jsonl:2: 320 context \+ 64 target tokens = 384 exceed the "
-                                         rf"model's max_seq_len {MAX_SEQ_LEN}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"prompts.jsonl:2: 320 context \+ 64 target tokens = 384 exceed the "
+        rf"model's max_seq_len {MAX_SEQ_LEN}",
+    ):
         evaluate_perplexity(lm, vqgan, prompts, tmp_path / "out", progress=False)
 
 
@@ -118,10 +143,14 @@ BAD_LINES = {
     "not-paths": ('{"input": [3], "target": ["b.png"]}', r"field 'input' must be a list of image paths"),
     "not-json": ("not json", r"not valid JSON"),
     "not-object": ("[1, 2]", r"expected a JSON object, got list"),
-    "missing-image": ('{"input": ["missing.png"], "target": ["b.png"]}',
-                      r"field 'input'\[0\]: .*missing.png: no such file"),
-    "unreadable-image": ('{"input": ["a.png"], "target": ["b.png", "broken.png"]}',
-                         r"field 'target'\[1\]: .*broken.png: cannot read image"),
+    "missing-image": (
+        '{"input": ["missing.png"], "target": ["b.png"]}',
+        r"field 'input'\[0\]: .*missing.png: no such file",
+    ),
+    "unreadable-image": (
+        '{"input": ["a.png"], "target": ["b.png", "broken.png"]}',
+        r"field 'target'\[1\]: .*broken.png: cannot read image",
+    ),
 }
 
 
@@ -153,6 +182,7 @@ def test_base_dir_and_absolute_paths(prompts, lm, vqgan, tmp_path):
 
 # --- video -----------------------------------------------------------------------------------------
 
+
 def levels(frames: torch.Tensor) -> list[int]:
     """The gray level of each frame (3, H, W) in [0, 1]."""
     return [int(round(float(f.mean()) * 255)) for f in frames]
@@ -181,16 +211,19 @@ def test_clip_start_is_seeded_uniform_and_independent_of_other_videos(tmp_path):
 def test_video_files_and_frame_folders_short_ones_skipped_and_counted(tmp_path, lm, hf_lm, vqgan):
     root = tmp_path / "videos"
     write_frame_folder(root / "folders" / "long", 12)
-    write_frame_folder(root / "folders" / "short", 5)   # a clip of 4 at stride 2 spans 7 frames
+    write_frame_folder(root / "folders" / "short", 5)  # a clip of 4 at stride 2 spans 7 frames
     write_video(root / "clip.mp4", 9)
     write_video(root / "tiny.mp4", 3)
     with pytest.warns(SkippedInputWarning, match="too short"):
-        summary = evaluate_video_perplexity(lm, vqgan, root, tmp_path / "out", n_context_frames=3,
-                                            n_target_frames=1, stride=2, seed=1, progress=False)
+        summary = evaluate_video_perplexity(
+            lm, vqgan, root, tmp_path / "out", n_context_frames=3, n_target_frames=1, stride=2, seed=1, progress=False
+        )
     assert (summary["n_examples"], summary["n_seen"], summary["n_skipped"]) == (2, 4, 2)
     reasons = {s["where"].split("/")[-1]: s["reason"] for s in summary["skipped"]}
-    assert reasons == {"short": "too short: 5 frames, a clip of 4 at stride 2 needs 7",
-                       "tiny.mp4": "too short: 3 frames, a clip of 4 at stride 2 needs 7"}
+    assert reasons == {
+        "short": "too short: 5 frames, a clip of 4 at stride 2 needs 7",
+        "tiny.mp4": "too short: 3 frames, a clip of 4 at stride 2 needs 7",
+    }
     rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "out" / "video_perplexity.csv"))}
     assert set(rows) == {"clip.mp4", "folders/long"}
     for source in find_videos(str(root)):
@@ -209,8 +242,9 @@ def test_video_files_and_frame_folders_short_ones_skipped_and_counted(tmp_path, 
 def test_video_clip_frames_are_the_originals_pixels(tmp_path, center_crop):
     # As eval_video_perplexity.py reads them: read_frames_from_video → cv2.resize after the crop.
     path = write_detailed_video(tmp_path / "v" / "clip.mp4", n_frames=8)
-    frames, meta = read_clip(find_videos(str(tmp_path / "v"))[0], n_frames=3, stride=2, seed=0, size=48,
-                             center_crop=center_crop)
+    frames, meta = read_clip(
+        find_videos(str(tmp_path / "v"))[0], n_frames=3, stride=2, seed=0, size=48, center_crop=center_crop
+    )
     reference = read_frames_the_original_way(path, 48, center_crop or 1.0)
     expected = np.stack([reference[meta["start"] + 2 * i] for i in range(3)])
     np.testing.assert_array_equal((frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), expected)
@@ -220,12 +254,22 @@ def test_center_crop_and_unreadable_videos(tmp_path, lm, vqgan):
     folder = write_frame_folder(tmp_path / "v" / "f", 6)
     (tmp_path / "v" / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(2048))
     with pytest.raises(BadInputError, match=r"broken.mp4: "):
-        evaluate_video_perplexity(lm, vqgan, str(tmp_path / "v"), tmp_path / "out", n_context_frames=2, stride=1,
-                                  progress=False)
+        evaluate_video_perplexity(
+            lm, vqgan, str(tmp_path / "v"), tmp_path / "out", n_context_frames=2, stride=1, progress=False
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = evaluate_video_perplexity(lm, vqgan, str(tmp_path / "v"), tmp_path / "out", n_context_frames=2,
-                                            stride=1, center_crop=0.5, skip_bad=True, progress=False)
+        summary = evaluate_video_perplexity(
+            lm,
+            vqgan,
+            str(tmp_path / "v"),
+            tmp_path / "out",
+            n_context_frames=2,
+            stride=1,
+            center_crop=0.5,
+            skip_bad=True,
+            progress=False,
+        )
     assert any("broken.mp4: skipped" in str(w.message) for w in caught)
     assert (summary["n_examples"], summary["n_skipped"]) == (1, 1)
     frames, _ = read_clip(find_videos(str(folder))[0], 3, 1, 0, 32, center_crop=0.5)

@@ -15,8 +15,8 @@ from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import analogy_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.interop.pretrained import load_model
-from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.media.images import load_image, tensor_to_uint8
+from lvm.tokenizer.checkpoint import load_vqgan
 from tests.cli import run_module_cli
 from tests.original_video import read_frames_the_original_way, write_detailed_video
 
@@ -35,7 +35,9 @@ def prompt_file(tmp_path) -> Path:
     """Three analogy prompts of 1, 2 and 3 example pairs (different lengths); the second has a target."""
     lines = []
     for i, pairs in enumerate((1, 2, 3)):
-        inputs = [write_image(tmp_path / "images" / f"p{i}_{j}.png", seed=10 * i + j).name for j in range(2 * pairs + 1)]
+        inputs = [
+            write_image(tmp_path / "images" / f"p{i}_{j}.png", seed=10 * i + j).name for j in range(2 * pairs + 1)
+        ]
         line = {"id": f"prompt{i}", "input": [f"images/{name}" for name in inputs]}
         if i == 1:
             line["target"] = f"images/{write_image(tmp_path / 'images' / 'target1.png', seed=99).name}"
@@ -55,11 +57,15 @@ def test_batched_greedy_outputs_equal_one_prompt_at_a_time(prompt_file, tmp_path
     prompts = read_prompts(prompt_file)
     assert [p.id for p in prompts] == ["prompt0", "prompt1", "prompt2"] and prompts[1].target is not None
     out = tmp_path / "out"
-    results = generate_for_prompts(GenerationEngine(model), vqgan, prompts, out, GREEDY, n_candidates=2,
-                                   batch_size=2, resize_output="original")
+    results = generate_for_prompts(
+        GenerationEngine(model), vqgan, prompts, out, GREEDY, n_candidates=2, batch_size=2, resize_output="original"
+    )
     assert [r["id"] for r in results] == ["prompt0", "prompt1", "prompt2"]
-    assert [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()] == \
-        ["prompt0", "prompt1", "prompt2"]
+    assert [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()] == [
+        "prompt0",
+        "prompt1",
+        "prompt2",
+    ]
     for prompt, result in zip(prompts, results):
         frames = torch.stack([load_image(p, 32) for p in prompt.inputs])
         pairs = [(frames[2 * k], frames[2 * k + 1]) for k in range(len(frames) // 2)]
@@ -78,8 +84,16 @@ def test_batched_greedy_outputs_equal_one_prompt_at_a_time(prompt_file, tmp_path
 def test_resume_skips_finished_batches_and_regenerates_the_rest_identically(prompt_file, tmp_path, lvm_and_vqgan):
     model, vqgan = lvm_and_vqgan
     prompts, out = read_prompts(prompt_file), tmp_path / "out"
-    run = lambda: generate_for_prompts(GenerationEngine(model), vqgan, prompts, out, SamplingConfig(temperature=1.0),
-                                       n_candidates=2, batch_size=2, seed=5)
+    run = lambda: generate_for_prompts(
+        GenerationEngine(model),
+        vqgan,
+        prompts,
+        out,
+        SamplingConfig(temperature=1.0),
+        n_candidates=2,
+        batch_size=2,
+        seed=5,
+    )
     run()
     first = {p: (out / p).read_bytes() for p in ("prompt0/candidate_1.png", "prompt2/candidate_0.png")}
     finished_mtime = (out / "prompt0" / "result.json").stat().st_mtime_ns
@@ -121,9 +135,18 @@ def test_video_and_frame_folder_prompts(tmp_path, lvm_and_vqgan):
         write_image(folder / f"frame_{i}.png", seed=i)
     write_image(folder / "target.png", seed=9)
     (prompt,) = read_prompts(tmp_path / "prompts")
-    assert [p.name for p in prompt.inputs] == [f"frame_{i}.png" for i in range(4)] and prompt.target.name == "target.png"
-    results = generate_for_prompts(GenerationEngine(model), vqgan, [prompt, VisualPrompt("video", (video,))],
-                                   tmp_path / "out", GREEDY, n_new_frames=3, max_context_frames=4)
+    assert [p.name for p in prompt.inputs] == [
+        f"frame_{i}.png" for i in range(4)
+    ] and prompt.target.name == "target.png"
+    results = generate_for_prompts(
+        GenerationEngine(model),
+        vqgan,
+        [prompt, VisualPrompt("video", (video,))],
+        tmp_path / "out",
+        GREEDY,
+        n_new_frames=3,
+        max_context_frames=4,
+    )
     assert results[1]["frames"][0] == ["video/candidate_0.png"] + [f"video/candidate_0_frame_{f}.png" for f in (1, 2)]
     assert Image.open(tmp_path / "out" / "video" / "candidate_0_frame_2.png").size == (32, 32)
 
@@ -144,11 +167,23 @@ def test_bad_prompt_files_name_the_line_and_field(tmp_path):
 def test_generate_cli_writes_an_analogy_and_refuses_two_prompt_kinds(tmp_path, tiny_lvm_ckpt, vqgan_dir):
     images = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]
     common = [f"model_path={tiny_lvm_ckpt}", f"tokenizer_path={vqgan_dir}", f"out_dir={tmp_path / 'out'}"]
-    run_module_cli("lvm.generate", *common, f"examples=[[{images[0]},{images[1]}]]", f"query={images[2]}",
-                   "n_candidates=3", cwd=tmp_path)
+    run_module_cli(
+        "lvm.generate",
+        *common,
+        f"examples=[[{images[0]},{images[1]}]]",
+        f"query={images[2]}",
+        "n_candidates=3",
+        cwd=tmp_path,
+    )
     result = json.loads((tmp_path / "out" / "analogy" / "result.json").read_text())
     assert len(result["candidates"]) == 3
     assert all(Image.open(tmp_path / "out" / c).size == (32, 32) for c in result["candidates"])
     with pytest.raises(AssertionError, match="set exactly one of prompts=, frames= or examples="):
-        run_module_cli("lvm.generate", *common, f"frames={tmp_path}", f"query={images[2]}",
-                       f"examples=[[{images[0]},{images[1]}]]", cwd=tmp_path)
+        run_module_cli(
+            "lvm.generate",
+            *common,
+            f"frames={tmp_path}",
+            f"query={images[2]}",
+            f"examples=[[{images[0]},{images[1]}]]",
+            cwd=tmp_path,
+        )

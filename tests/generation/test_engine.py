@@ -17,12 +17,26 @@ GREEDY = SamplingConfig(temperature=0, num_vq_codes=VQ)
 def hf_and_ours():
     """One random LlamaForCausalLM and our LLaMA holding the same weights."""
     torch.manual_seed(0)
-    hf = LlamaForCausalLM(LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=96, rms_norm_eps=1e-6, initializer_range=0.3,
-        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=VQ)).eval()
-    ours = LLaMA(ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=VOCAB,
-                             max_seq_len=96))
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=96,
+            rms_norm_eps=1e-6,
+            initializer_range=0.3,
+            tie_word_embeddings=False,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=VQ,
+        )
+    ).eval()
+    ours = LLaMA(
+        ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=VOCAB, max_seq_len=96)
+    )
     ours.load_state_dict({name.removeprefix("model."): t for name, t in hf.state_dict().items()})
     return hf, ours.eval()
 
@@ -38,9 +52,14 @@ def test_greedy_equals_transformers_generate_for_a_ragged_batch(hf_and_ours):
     batch = GenerationEngine(ours).generate(prompts, 30, GREEDY)
     assert batch.shape == (3, 30)
     for prompt, row in zip(prompts, batch):
-        expected = hf.generate(prompt[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                               do_sample=False, max_new_tokens=30, min_new_tokens=30,
-                               suppress_tokens=list(range(VQ, VOCAB)))[0, len(prompt):]
+        expected = hf.generate(
+            prompt[None],
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=30,
+            min_new_tokens=30,
+            suppress_tokens=list(range(VQ, VOCAB)),
+        )[0, len(prompt) :]
         assert torch.equal(row, expected)
     assert len(batch.unique()) > 5  # non-degenerate paths, so the comparison means something
 
@@ -61,7 +80,8 @@ def test_seeded_sampling_is_reproducible_and_matches_recomputation(hf_and_ours):
     prompts = prompts_of_lengths(9, 4, seed=5)
     sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.9, num_vq_codes=VQ)
     run = lambda use_kv_cache: GenerationEngine(ours).generate(
-        prompts, 16, sampling, n_candidates=3, generator=torch.Generator().manual_seed(7), use_kv_cache=use_kv_cache)
+        prompts, 16, sampling, n_candidates=3, generator=torch.Generator().manual_seed(7), use_kv_cache=use_kv_cache
+    )
     a, b = run(True), run(True)
     assert a.shape == (6, 16) and torch.equal(a, b)
     assert not torch.equal(a[0], a[1])  # candidates of one prompt are independent draws
@@ -75,8 +95,13 @@ def test_special_ids_are_never_written(hf_and_ours):
         boosted = LLaMA(ours.config)
         boosted.load_state_dict(ours.state_dict())
         boosted.lm_head.weight[VQ:] *= 50  # specials now dominate the logits
-    out = GenerationEngine(boosted).generate(prompts_of_lengths(6, 3), 20, SamplingConfig(num_vq_codes=VQ),
-                                             n_candidates=2, generator=torch.Generator().manual_seed(0))
+    out = GenerationEngine(boosted).generate(
+        prompts_of_lengths(6, 3),
+        20,
+        SamplingConfig(num_vq_codes=VQ),
+        n_candidates=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert int(out.max()) < VQ
 
 

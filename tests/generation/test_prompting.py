@@ -3,8 +3,12 @@
 import pytest
 import torch
 
-from lvm.generation.prompting import (analogy_prompting, context_frame_indices, continue_image_codes,
-                                      sequential_prompting)
+from lvm.generation.prompting import (
+    analogy_prompting,
+    context_frame_indices,
+    continue_image_codes,
+    sequential_prompting,
+)
 from lvm.generation.sampler import SamplingConfig
 from lvm.model import LLaMA, ModelConfig
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
@@ -15,8 +19,9 @@ N = 4  # tokens per image of the toy model below
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    config = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=40,
-                         max_seq_len=3 * N, init_std=0.3)
+    config = ModelConfig(
+        hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=40, max_seq_len=3 * N, init_std=0.3
+    )
     return LLaMA(config).eval()
 
 
@@ -30,7 +35,9 @@ def greedy_by_recomputation(model: LLaMA, context: torch.Tensor, n_tokens: int) 
 
 def test_sliding_window_keeps_the_last_images(model):
     context = torch.randint(0, 32, (5, N), generator=torch.Generator().manual_seed(1))
-    new = continue_image_codes(model, [context], n_new_images=3, sampling=SamplingConfig(temperature=0, num_vq_codes=32))
+    new = continue_image_codes(
+        model, [context], n_new_images=3, sampling=SamplingConfig(temperature=0, num_vq_codes=32)
+    )
     assert new.shape == (1, 1, 3, N)
     new = new[0]
     # the model holds 3 images: each new image is written from the 2 images before it
@@ -44,8 +51,9 @@ def test_sliding_window_keeps_the_last_images(model):
 def test_only_vq_codes_are_written(model):
     context = torch.randint(0, 32, (2, N), generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(0)
-    new = continue_image_codes(model, [context], 4, SamplingConfig(temperature=1.5, num_vq_codes=7), n_candidates=5,
-                               generator=g)
+    new = continue_image_codes(
+        model, [context], 4, SamplingConfig(temperature=1.5, num_vq_codes=7), n_candidates=5, generator=g
+    )
     assert new.shape == (1, 5, 4, N) and int(new.max()) < 7
 
 
@@ -64,25 +72,40 @@ def test_prompts_of_different_lengths_decode_together_as_they_do_alone(model):
 @pytest.fixture(scope="module")
 def vqgan():
     torch.manual_seed(0)
-    config = VQGANConfig(resolution=32, hidden_channels=32, channel_mult=(1, 1, 1), num_res_blocks=1,
-                         attn_resolutions=(), z_channels=32, num_embeddings=24, quantized_embed_dim=8)
+    config = VQGANConfig(
+        resolution=32,
+        hidden_channels=32,
+        channel_mult=(1, 1, 1),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        z_channels=32,
+        num_embeddings=24,
+        quantized_embed_dim=8,
+    )
     return VQGANModel(config).eval()
 
 
 def test_images_in_images_out(model, vqgan):
     frames = torch.rand(4, 3, 32, 32)
     assert vqgan.config.tokens_per_image == 64
-    big = LLaMA(ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, vocab_size=40,
-                            max_seq_len=6 * 64)).eval()
-    nxt = sequential_prompting(big, vqgan, frames, n_new_frames=2, n_candidates=2,
-                               generator=torch.Generator().manual_seed(0))
+    big = LLaMA(
+        ModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, vocab_size=40, max_seq_len=6 * 64)
+    ).eval()
+    nxt = sequential_prompting(
+        big, vqgan, frames, n_new_frames=2, n_candidates=2, generator=torch.Generator().manual_seed(0)
+    )
     assert nxt.shape == (2, 2, 3, 32, 32) and 0.0 <= float(nxt.min()) and float(nxt.max()) <= 1.0
     pairs = [(frames[0], frames[1]), (frames[2], frames[3])]
     y = analogy_prompting(big, vqgan, pairs, frames[0], SamplingConfig(temperature=0))
     assert y.shape == (1, 3, 32, 32)
     # the analogy layout is x1 y1 x2 y2 xq: the same as continuing those five frames
-    same = sequential_prompting(big, vqgan, torch.stack([frames[0], frames[1], frames[2], frames[3], frames[0]]),
-                                1, SamplingConfig(temperature=0))
+    same = sequential_prompting(
+        big,
+        vqgan,
+        torch.stack([frames[0], frames[1], frames[2], frames[3], frames[0]]),
+        1,
+        SamplingConfig(temperature=0),
+    )
     assert torch.equal(y, same[:, 0])
     with pytest.raises(ValueError, match="at least one"):
         analogy_prompting(big, vqgan, [], frames[0])

@@ -10,8 +10,9 @@ def test_special_and_unused_ids_are_never_sampled():
     logits = torch.zeros(4, 120)
     logits[:, 100:] = 50.0  # specials overwhelmingly likely, yet suppressed
     for temperature in (0.0, 1.0):
-        ids = sample_next_tokens(logits, SamplingConfig(temperature=temperature, num_vq_codes=100),
-                                 torch.Generator().manual_seed(0))
+        ids = sample_next_tokens(
+            logits, SamplingConfig(temperature=temperature, num_vq_codes=100), torch.Generator().manual_seed(0)
+        )
         assert (ids < 100).all()
 
 

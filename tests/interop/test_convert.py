@@ -15,8 +15,8 @@ from safetensors import safe_open
 from transformers import LlamaForCausalLM
 
 from lvm.convert import convert
-from lvm.model import SIZES
 from lvm.interop.pretrained import load_model, read_model_config
+from lvm.model import SIZES
 from tests.interop.test_easylm import easylm_params, hf_model, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +38,33 @@ def test_convert_cli_round_trip(tmp_path):
     reference = hf_model(DEBUG)
     easylm = write_checkpoint(tmp_path / "streaming_params", easylm_params(reference, DEBUG.num_heads), "params")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LVM_ROOT": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "lvm.convert", "direction=from_easylm", f"src={easylm}",
-                             f"dst={tmp_path / 'hf'}", "model=vqlm_debug", "dtype=fp32", "max_shard_size=1MB"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lvm.convert",
+            "direction=from_easylm",
+            f"src={easylm}",
+            f"dst={tmp_path / 'hf'}",
+            "model=vqlm_debug",
+            "dtype=fp32",
+            "max_shard_size=1MB",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "from_easylm:" in result.stdout and (tmp_path / "hf" / "model.safetensors.index.json").exists()
     with torch.no_grad():
         expected = reference(IDS).logits
     torch.testing.assert_close(hf_logits(tmp_path / "hf"), expected, rtol=1e-4, atol=1e-4)
 
-    ckpt = convert(compose_convert(tmp_path, "direction=from_hf", f"src={tmp_path / 'hf'}",
-                                   f"dst={tmp_path / 'lvm.ckpt'}"))
+    ckpt = convert(
+        compose_convert(tmp_path, "direction=from_hf", f"src={tmp_path / 'hf'}", f"dst={tmp_path / 'lvm.ckpt'}")
+    )
     assert read_model_config(ckpt).hidden_size == 128
     with torch.no_grad():
         torch.testing.assert_close(load_model(ckpt)(IDS), expected, rtol=1e-4, atol=1e-4)

@@ -24,8 +24,9 @@ from lvm.interop.easylm import (
 )
 from lvm.model import LLaMA, ModelConfig
 
-CONFIG = ModelConfig(name="tiny", hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4,
-                     vocab_size=300, max_seq_len=64)
+CONFIG = ModelConfig(
+    name="tiny", hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4, vocab_size=300, max_seq_len=64
+)
 IDS = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(1))
 
 # the original's EasyLM/models/llama/convert_easylm_to_hf.py, HF name (without `model.`) → EasyLM name; {i} is the layer
@@ -47,11 +48,20 @@ NAMES = {
 
 def hf_model(config: ModelConfig = CONFIG) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    hf = LlamaForCausalLM(LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_seq_len, rms_norm_eps=1e-6,
-        rope_theta=10000.0, tie_word_embeddings=False)).eval()
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_heads,
+            max_position_embeddings=config.max_seq_len,
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+        )
+    ).eval()
     with torch.no_grad():  # norms away from 1, so a misplaced norm shows
         for name, p in hf.named_parameters():
             if name.endswith("norm.weight"):
@@ -66,7 +76,7 @@ def to_interleaved(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     w = w.reshape(num_heads, head_dim, in_features)
     result = torch.empty_like(w)
     result[:, 0::2] = w[:, : head_dim // 2]
-    result[:, 1::2] = w[:, head_dim // 2:]
+    result[:, 1::2] = w[:, head_dim // 2 :]
     return result.reshape(out_features, in_features)
 
 
@@ -99,10 +109,14 @@ def flax_to_bytes(tensor: torch.Tensor, chunk: int | None = None) -> bytes:
     if chunk is None:
         return msgpack.packb(flax_array_ext(tensor))
     flat = tensor.reshape(-1)
-    pieces = [flat[i:i + chunk] for i in range(0, len(flat), chunk)]
-    return msgpack.packb({"__msgpack_chunked_array__": True,
-                          "shape": {str(i): n for i, n in enumerate(tensor.shape)},
-                          "chunks": {str(i): flax_array_ext(p) for i, p in enumerate(pieces)}})
+    pieces = [flat[i : i + chunk] for i in range(0, len(flat), chunk)]
+    return msgpack.packb(
+        {
+            "__msgpack_chunked_array__": True,
+            "shape": {str(i): n for i, n in enumerate(tensor.shape)},
+            "chunks": {str(i): flax_array_ext(p) for i, p in enumerate(pieces)},
+        }
+    )
 
 
 def write_streaming(path: Path, entries: dict[tuple, bytes]) -> Path:
@@ -130,7 +144,8 @@ def write_checkpoint(path: Path, params: dict[str, torch.Tensor], kind: str) -> 
         entries[("step",)] = msgpack.packb(msgpack.ExtType(3, msgpack.packb(((), "int32", b"\x07\0\0\0"))))
         for name, tensor in params.items():
             entries[("params", "params", *name.split("."))] = flax_to_bytes(
-                tensor, chunk=1000 if name.endswith("wte.embedding") else None)
+                tensor, chunk=1000 if name.endswith("wte.embedding") else None
+            )
             entries[("opt_state", "1", "0", "mu", "params", *name.split("."))] = flax_to_bytes(torch.zeros(3))
     else:  # streaming_params: the state's params = {"params": ...}
         for name, tensor in params.items():
@@ -144,8 +159,9 @@ def logits(model, ids=IDS) -> torch.Tensor:
     return (out if isinstance(out, torch.Tensor) else out.logits).float()
 
 
-@pytest.mark.parametrize("kind,dtype", [("params", torch.float32), ("trainstate", torch.bfloat16),
-                                        ("flax_params", torch.float32)])
+@pytest.mark.parametrize(
+    "kind,dtype", [("params", torch.float32), ("trainstate", torch.bfloat16), ("flax_params", torch.float32)]
+)
 def test_easylm_checkpoint_imports_to_the_same_logits(tmp_path, kind, dtype):
     hf = hf_model()
     if dtype != torch.float32:  # EasyLM stores what its run kept; the reference holds the same rounded weights
@@ -228,15 +244,22 @@ def test_permutation_turns_pairwise_rotary_into_half_split_rotary():
 def test_broken_files_are_errors_naming_the_file_and_the_tensors(tmp_path):
     params = easylm_params(hf_model(), CONFIG.num_heads)
     path = write_checkpoint(tmp_path / "streaming_params", params, "params")
-    with pytest.raises(ValueError, match=r"streaming_params: weights do not fit the configured model\. Missing: "
-                                         r"\['layers\.2\.input_layernorm\.weight'"):
+    with pytest.raises(
+        ValueError,
+        match=r"streaming_params: weights do not fit the configured model\. Missing: "
+        r"\['layers\.2\.input_layernorm\.weight'",
+    ):
         load_easylm_into(LLaMA(ModelConfig(**{**CONFIG.to_dict(), "num_layers": 3})), path)
-    with pytest.raises(ValueError, match=r"mis-shaped: \['embed_tokens\.weight: \(300, 64\) in streaming_params, "
-                                         r"\(400, 64\) in the model'"):
+    with pytest.raises(
+        ValueError,
+        match=r"mis-shaped: \['embed_tokens\.weight: \(300, 64\) in streaming_params, "
+        r"\(400, 64\) in the model'",
+    ):
         load_easylm_into(LLaMA(ModelConfig(**{**CONFIG.to_dict(), "vocab_size": 400})), path)
 
-    extra = write_checkpoint(tmp_path / "extra", {**params, "transformer.h.0.attention.bq.bias": torch.zeros(64)},
-                             "params")
+    extra = write_checkpoint(
+        tmp_path / "extra", {**params, "transformer.h.0.attention.bq.bias": torch.zeros(64)}, "params"
+    )
     with pytest.raises(ValueError, match=r"unexpected: \['transformer\.h\.0\.attention\.bq\.bias \(extra\)'\]"):
         load_easylm_into(LLaMA(CONFIG), extra)
 
@@ -247,8 +270,14 @@ def test_broken_files_are_errors_naming_the_file_and_the_tensors(tmp_path):
     (tmp_path / "other").write_bytes(msgpack.packb([1, 2, 3]))
     with pytest.raises(ValueError, match=r"other: entry 0 is not a \(key path, value\) pair"):
         list(iter_easylm_checkpoint(tmp_path / "other"))
-    write_streaming(tmp_path / "odd_dtype", {("params", "lm_head", "kernel"): msgpack.packb(
-        msgpack.ExtType(1, msgpack.packb(((2,), "no_such_type", b"\0\0"), use_bin_type=True)))})
+    write_streaming(
+        tmp_path / "odd_dtype",
+        {
+            ("params", "lm_head", "kernel"): msgpack.packb(
+                msgpack.ExtType(1, msgpack.packb(((2,), "no_such_type", b"\0\0"), use_bin_type=True))
+            )
+        },
+    )
     with pytest.raises(ValueError, match=r"odd_dtype: lm_head\.kernel: array of dtype 'no_such_type'"):
         list(iter_easylm_checkpoint(tmp_path / "odd_dtype"))
     (tmp_path / "empty").write_bytes(b"")

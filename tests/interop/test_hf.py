@@ -18,15 +18,28 @@ from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 import lvm.interop.hf as hf_module
-from lvm.interop.pretrained import export_checkpoint_to_hf
 from lvm.interop.hf import export_hf, model_config_from_hf, parse_size, plan_shards
+from lvm.interop.pretrained import (
+    allocate_model,
+    export_checkpoint_to_hf,
+    load_model,
+    load_pretrained_into,
+    save_model_checkpoint,
+)
 from lvm.model import LLaMA, ModelConfig
-from lvm.interop.pretrained import allocate_model, load_model, load_pretrained_into, save_model_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 # The LVM vocabulary (8192 codes + 100 specials) so that the generation config has something to suppress.
-CONFIG = ModelConfig(name="tiny", hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4,
-                     vocab_size=8292, max_seq_len=64, rope_theta=500.0)
+CONFIG = ModelConfig(
+    name="tiny",
+    hidden_size=64,
+    intermediate_size=160,
+    num_layers=2,
+    num_heads=4,
+    vocab_size=8292,
+    max_seq_len=64,
+    rope_theta=500.0,
+)
 IDS = torch.randint(0, 8192, (2, 40), generator=torch.Generator().manual_seed(1))
 
 
@@ -43,9 +56,18 @@ def random_model(config: ModelConfig = CONFIG) -> LLaMA:
 def transformers_twin(dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     """A random LlamaForCausalLM of CONFIG's shape, built by transformers."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=CONFIG.vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         rms_norm_eps=1e-6, rope_theta=500.0, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=CONFIG.vocab_size,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        rope_theta=500.0,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).to(dtype).eval()
 
 
@@ -255,8 +277,13 @@ def test_streaming_import_holds_no_second_copy(tmp_path):
 
     def growth(mode: str) -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        result = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, str(folder), mode], env=env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", STREAM_SCRIPT, str(folder), mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return int(result.stdout.strip().splitlines()[-1])
 
@@ -271,26 +298,41 @@ def test_malformed_folders_are_errors_naming_the_file_and_the_tensors(tmp_path):
     model = LLaMA(CONFIG)
     state = load_file(folder / "model.safetensors")
 
-    save_file({k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"},
-              folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"hf: weights do not fit the configured model\. "
-                                         r"Missing: \['layers\.1\.mlp\.up_proj\.weight'\]; unexpected: \[\]"):
+    save_file(
+        {k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"},
+        folder / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"hf: weights do not fit the configured model\. "
+        r"Missing: \['layers\.1\.mlp\.up_proj\.weight'\]; unexpected: \[\]",
+    ):
         load_pretrained_into(model, folder)
 
-    extra = {**state, "model.layers.0.self_attn.q_proj.bias": torch.zeros(64),
-             "model.layers.0.mlp.up_proj.weight": torch.zeros(100, 64)}
+    extra = {
+        **state,
+        "model.layers.0.self_attn.q_proj.bias": torch.zeros(64),
+        "model.layers.0.mlp.up_proj.weight": torch.zeros(100, 64),
+    }
     save_file(extra, folder / "model.safetensors", metadata={"format": "pt"})
     before = model.embed_tokens.weight.detach().clone()
-    with pytest.raises(ValueError, match=r"unexpected: \['layers\.0\.self_attn\.q_proj\.bias "
-                                         r"\(model\.safetensors\)'\]; mis-shaped: \['layers\.0\.mlp\.up_proj\.weight: "
-                                         r"\(100, 64\) in model\.safetensors, \(160, 64\) in the model'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unexpected: \['layers\.0\.self_attn\.q_proj\.bias "
+        r"\(model\.safetensors\)'\]; mis-shaped: \['layers\.0\.mlp\.up_proj\.weight: "
+        r"\(100, 64\) in model\.safetensors, \(160, 64\) in the model'\]",
+    ):
         load_pretrained_into(model, folder)
     assert torch.equal(model.embed_tokens.weight, before)  # checked before anything was copied
 
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-2.safetensors"}}))
-    with pytest.raises(FileNotFoundError, match=r"model\.safetensors\.index\.json: names shard\(s\) "
-                                                r"\['model-2\.safetensors'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"model\.safetensors\.index\.json: names shard\(s\) "
+        r"\['model-2\.safetensors'\]",
+    ):
         load_pretrained_into(model, folder)
     (folder / "model.safetensors.index.json").unlink()
 
@@ -299,8 +341,10 @@ def test_malformed_folders_are_errors_naming_the_file_and_the_tensors(tmp_path):
         ({"hidden_size": "64"}, r"config\.json: field 'hidden_size' is '64', not a positive integer"),
         ({"hidden_act": "gelu"}, r"config\.json: field 'hidden_act' is 'gelu'; LVM models have 'silu'"),
         ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, r"config\.json: field 'rope_scaling'"),
-        ({"num_attention_heads": 5, "num_key_value_heads": 5, "head_dim": None},
-         r"config\.json: model 'hf': hidden_size 64 is not divisible by num_heads 5"),
+        (
+            {"num_attention_heads": 5, "num_key_value_heads": 5, "head_dim": None},
+            r"config\.json: model 'hf': hidden_size 64 is not divisible by num_heads 5",
+        ),
         ({"intermediate_size": None}, r"config\.json: field 'intermediate_size' is None"),
     ]:
         (folder / "config.json").write_text(json.dumps({**good, **change}))

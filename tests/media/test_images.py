@@ -1,4 +1,5 @@
-"""File → [0, 1] tensor as the original prepares VQGAN input (the original's DATASET.md and tokenize_examples/): PIL, RGB, resize without
+"""File → [0, 1] tensor as the original prepares VQGAN input (the original's DATASET.md and tokenize_examples/): PIL,
+RGB, resize without
 keeping the aspect ratio with PIL's default filter (bicubic), /255; pinned on skimage's astronaut."""
 
 import numpy as np
@@ -7,8 +8,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from lvm.tokenizer import load_image, tensor_to_uint8
 from lvm.media.images import ImageReadError, array_to_tensor
+from lvm.tokenizer import load_image, tensor_to_uint8
 
 PIXELS = [(0, 0), (10, 37), (31, 5), (63, 63), (40, 22)]
 

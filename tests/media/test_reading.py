@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from lvm.media.files import expand_inputs, list_files
 from lvm.media.images import image_loader, read_image, read_image_or_skip
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from lvm.media.video import read_video_frames
-from tests.original_video import read_frames_the_original_way, write_detailed_video
 from tests.data_pipelines.inputs import (
     SIZE,
     markers,
@@ -20,6 +19,7 @@ from tests.data_pipelines.inputs import (
     write_random_bytes,
     write_truncated_png,
 )
+from tests.original_video import read_frames_the_original_way, write_detailed_video
 
 
 def test_list_files_sorts_naturally_and_filters(tmp_path, marked_image):
@@ -39,12 +39,21 @@ def test_expand_inputs_keeps_the_given_order_and_expands_folders_globs_and_lists
     for name in ("b/2.png", "b/10.png", "c/x.png", "c/y.jpg"):
         write_png(tmp_path / name, marked_image(0))
     (tmp_path / "list.txt").write_text("# listed\nc/x.png\n\nb/2.png\n")
-    given = [tmp_path / "c" / "y.jpg", tmp_path / "b", f"{tmp_path}/c/*.png", tmp_path / "list.txt", tmp_path / "gone.png"]
+    given = [
+        tmp_path / "c" / "y.jpg",
+        tmp_path / "b",
+        f"{tmp_path}/c/*.png",
+        tmp_path / "list.txt",
+        tmp_path / "gone.png",
+    ]
     found = [p.removeprefix(str(tmp_path) + "/") for p in expand_inputs(given, [".png", ".jpg"])]
     # A missing file stays: the builder that reads it records the skip, naming it.
     assert found == ["c/y.jpg", "b/2.png", "b/10.png", "c/x.png", "c/x.png", "b/2.png", "gone.png"]
     assert expand_inputs(f"{tmp_path / 'b'}::{tmp_path / 'c' / 'y.jpg'}", [".png"]) == [
-        str(tmp_path / "b" / "2.png"), str(tmp_path / "b" / "10.png"), str(tmp_path / "c" / "y.jpg")]
+        str(tmp_path / "b" / "2.png"),
+        str(tmp_path / "b" / "10.png"),
+        str(tmp_path / "c" / "y.jpg"),
+    ]
 
 
 def test_read_image_gives_hwc_uint8_rgb(tmp_path, marked_image):
@@ -146,5 +155,3 @@ def test_read_video_frames_names_corrupt_and_truncated_files(tmp_path):
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(BadInputError, match="cut.mp4"):
         read_video_frames(cut, SIZE)
-
-

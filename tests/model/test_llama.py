@@ -8,8 +8,16 @@ from lvm.model import SIZES, LLaMA, ModelConfig, count_parameters
 
 # Spec §3 table, in millions of parameters (two decimals).
 SPEC_PARAMS_M = {
-    "vqlm_debug": 2.45, "vqlm_100m": 116.97, "vqlm_300m": 290.97, "vqlm_600m": 648.40, "vqlm_1b": 1147.12,
-    "vqlm_3b": 3274.74, "vqlm_7b": 6544.20, "vqlm_13b": 12773.09, "vqlm_20b": 20722.71, "vqlm_30b": 32213.34,
+    "vqlm_debug": 2.45,
+    "vqlm_100m": 116.97,
+    "vqlm_300m": 290.97,
+    "vqlm_600m": 648.40,
+    "vqlm_1b": 1147.12,
+    "vqlm_3b": 3274.74,
+    "vqlm_7b": 6544.20,
+    "vqlm_13b": 12773.09,
+    "vqlm_20b": 20722.71,
+    "vqlm_30b": 32213.34,
 }
 
 
@@ -25,11 +33,19 @@ def test_every_size_matches_spec_parameter_count_on_meta(name):
 
 def hf_twin(config: ModelConfig) -> LlamaForCausalLM:
     hf_config = LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_seq_len,
-        rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta, tie_word_embeddings=False,
-        hidden_act="silu", attention_bias=False, mlp_bias=False,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_seq_len,
+        rms_norm_eps=config.norm_eps,
+        rope_theta=config.rope_theta,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
     )
     hf_config._attn_implementation = "eager"  # an independent attention path, not SDPA like ours
     return LlamaForCausalLM(hf_config).eval()
@@ -38,8 +54,9 @@ def hf_twin(config: ModelConfig) -> LlamaForCausalLM:
 @pytest.fixture(scope="module")
 def tiny_pair():
     torch.manual_seed(0)
-    config = ModelConfig(name="tiny", hidden_size=64, intermediate_size=160, num_layers=3, num_heads=4,
-                         vocab_size=300, max_seq_len=64)
+    config = ModelConfig(
+        name="tiny", hidden_size=64, intermediate_size=160, num_layers=3, num_heads=4, vocab_size=300, max_seq_len=64
+    )
     ours = LLaMA(config).eval()
     hf = hf_twin(config)
     # HF names = ours with a "model." prefix on everything but the head.

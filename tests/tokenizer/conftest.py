@@ -14,9 +14,21 @@ from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 def tiny_config(**overrides) -> VQGANConfig:
     """32 px, f = 4 (8×8 = 64 codes), 64 codes of dim 8. Attention at 16 px: the encoder level there
     holds one attention block (skipped by open-muse's quirk), the decoder level two (run)."""
-    fields = dict(resolution=32, num_channels=3, hidden_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
-                  attn_resolutions=(16,), no_attn_mid_block=False, z_channels=32, num_embeddings=64,
-                  quantized_embed_dim=8, dropout=0.0, resample_with_conv=True, commitment_cost=0.25)
+    fields = dict(
+        resolution=32,
+        num_channels=3,
+        hidden_channels=32,
+        channel_mult=(1, 1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        no_attn_mid_block=False,
+        z_channels=32,
+        num_embeddings=64,
+        quantized_embed_dim=8,
+        dropout=0.0,
+        resample_with_conv=True,
+        commitment_cost=0.25,
+    )
     fields.update(overrides)
     return VQGANConfig(**fields)
 

@@ -1,4 +1,5 @@
-"""Open-muse VQGAN checkpoints built without our module: parameter names and shapes from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's
+"""Open-muse VQGAN checkpoints built without our module: parameter names and shapes from the original's
+evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's
 rules alone, written as an open-muse folder (config.json + weights). Shared by the checkpoint tests
 and the reference-VQGAN tests."""
 
@@ -11,20 +12,44 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-OPEN_MUSE_FIELDS = ["resolution", "num_channels", "hidden_channels", "channel_mult", "num_res_blocks",
-                    "attn_resolutions", "no_attn_mid_block", "z_channels", "num_embeddings",
-                    "quantized_embed_dim", "dropout", "resample_with_conv", "commitment_cost"]
+OPEN_MUSE_FIELDS = [
+    "resolution",
+    "num_channels",
+    "hidden_channels",
+    "channel_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "no_attn_mid_block",
+    "z_channels",
+    "num_embeddings",
+    "quantized_embed_dim",
+    "dropout",
+    "resample_with_conv",
+    "commitment_cost",
+]
 
 OPEN_MUSE_CONFIG = {
-    "_class_name": "VQGANModel", "_version": "0.0.1", "resolution": 32, "num_channels": 3, "hidden_channels": 32,
-    "channel_mult": [1, 2, 2], "num_res_blocks": 2, "attn_resolutions": [8], "no_attn_mid_block": False,
-    "z_channels": 16, "num_embeddings": 40, "quantized_embed_dim": 12, "dropout": 0.0,
-    "resample_with_conv": True, "commitment_cost": 0.25,
+    "_class_name": "VQGANModel",
+    "_version": "0.0.1",
+    "resolution": 32,
+    "num_channels": 3,
+    "hidden_channels": 32,
+    "channel_mult": [1, 2, 2],
+    "num_res_blocks": 2,
+    "attn_resolutions": [8],
+    "no_attn_mid_block": False,
+    "z_channels": 16,
+    "num_embeddings": 40,
+    "quantized_embed_dim": 12,
+    "dropout": 0.0,
+    "resample_with_conv": True,
+    "commitment_cost": 0.25,
 }
 
 
 def open_muse_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    """Every parameter name and shape of an open-muse VQGANModel, from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's rules alone."""
+    """Every parameter name and shape of an open-muse VQGANModel, from the original's
+    evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's rules alone."""
     shapes: dict[str, tuple[int, ...]] = {}
     hidden, mult = cfg["hidden_channels"], cfg["channel_mult"]
 
@@ -95,10 +120,13 @@ def random_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return {name: torch.randn(shape, generator=generator) for name, shape in open_muse_shapes(cfg).items()}
 
 
-def write_open_muse_folder(folder: Path, cfg: dict = OPEN_MUSE_CONFIG,
-                           edit: Callable[[dict[str, torch.Tensor]], object] | None = None,
-                           state: dict[str, torch.Tensor] | None = None,
-                           weights_name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+def write_open_muse_folder(
+    folder: Path,
+    cfg: dict = OPEN_MUSE_CONFIG,
+    edit: Callable[[dict[str, torch.Tensor]], object] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    weights_name: str = "model.safetensors",
+) -> dict[str, torch.Tensor]:
     """Write `folder/config.json` and the weights (`random_state(cfg)` unless `state` is given,
     changed in place by `edit`) as safetensors or, for `pytorch_model.bin`, with torch.save as
     open-muse does. Returns the state dict written."""

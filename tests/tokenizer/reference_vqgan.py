@@ -1,4 +1,5 @@
-"""An independent, purely functional forward pass of the open-muse VQGAN, written from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel alone.
+"""An independent, purely functional forward pass of the open-muse VQGAN, written from the original's
+evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel alone.
 
 Nothing here comes from `lvm.tokenizer.vqgan`: every function takes `state`, a plain dict of tensors
 with open-muse's parameter names (`encoder.down.0.block.1.norm1.weight`, ...), and `cfg`, the
@@ -50,11 +51,11 @@ def attn_block(state: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
     b, c, height, width = x.shape
     h = norm(state, f"{name}.norm", x)
     q = conv(state, f"{name}.q", h).reshape(b, c, height * width).permute(0, 2, 1)  # (B, N, C)
-    k = conv(state, f"{name}.k", h).reshape(b, c, height * width)                   # (B, C, N)
-    v = conv(state, f"{name}.v", h).reshape(b, c, height * width)                   # (B, C, N)
-    weights = torch.bmm(q, k) * (c ** -0.5)                                        # (B, N query, N key)
+    k = conv(state, f"{name}.k", h).reshape(b, c, height * width)  # (B, C, N)
+    v = conv(state, f"{name}.v", h).reshape(b, c, height * width)  # (B, C, N)
+    weights = torch.bmm(q, k) * (c**-0.5)  # (B, N query, N key)
     weights = torch.softmax(weights, dim=2)
-    out = torch.bmm(v, weights.permute(0, 2, 1)).reshape(b, c, height, width)      # Σ_key v · w
+    out = torch.bmm(v, weights.permute(0, 2, 1)).reshape(b, c, height, width)  # Σ_key v · w
     return x + conv(state, f"{name}.proj_out", out)
 
 
@@ -127,9 +128,9 @@ def encode_latents(state: dict[str, Tensor], cfg: dict, images: Tensor) -> Tenso
 def code_distances(state: dict[str, Tensor], latents: Tensor) -> Tensor:
     """Latents (B, D, h, w) → squared distances (B·h·w, K) to every codebook row, rows in row-major
     (b, h, w) order, as ‖z‖² + ‖e‖² − 2 z·e."""
-    codebook = state["quantize.embedding.weight"]                     # (K, D)
-    z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])     # (B·h·w, D)
-    return (z ** 2).sum(dim=1, keepdim=True) + (codebook ** 2).sum(dim=1)[None, :] - 2.0 * (z @ codebook.T)
+    codebook = state["quantize.embedding.weight"]  # (K, D)
+    z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (B·h·w, D)
+    return (z**2).sum(dim=1, keepdim=True) + (codebook**2).sum(dim=1)[None, :] - 2.0 * (z @ codebook.T)
 
 
 def encode_codes(state: dict[str, Tensor], cfg: dict, images: Tensor) -> Tensor:
@@ -142,8 +143,8 @@ def encode_codes(state: dict[str, Tensor], cfg: dict, images: Tensor) -> Tensor:
 def decode_pixels(state: dict[str, Tensor], cfg: dict, codes: Tensor) -> Tensor:
     """Codes (B, n), n a square, row-major → images (B, 3, √n·f, √n·f), not clamped."""
     b, n = codes.shape
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     assert side * side == n, f"{n} codes is not a square grid"
-    z_q = state["quantize.embedding.weight"][codes]                    # (B, n, D)
-    z_q = z_q.reshape(b, side, side, -1).permute(0, 3, 1, 2)          # (B, D, side, side)
+    z_q = state["quantize.embedding.weight"][codes]  # (B, n, D)
+    z_q = z_q.reshape(b, side, side, -1).permute(0, 3, 1, 2)  # (B, D, side, side)
     return decoder(state, cfg, conv(state, "post_quant_conv", z_q))

@@ -82,6 +82,7 @@ def test_switching_format_removes_the_stale_weights_file(tmp_path, model):
 
 # --- an open-muse checkpoint built without our module (tests/tokenizer/open_muse.py) ----------------
 
+
 def test_independently_built_open_muse_checkpoint_loads_exactly(tmp_path):
     state = write_open_muse_folder(tmp_path)
     model = load_vqgan(tmp_path)
@@ -110,12 +111,24 @@ def test_old_config_without_no_attn_mid_block_means_mid_attention(tmp_path):
     assert load_vqgan(tmp_path).config.no_attn_mid_block is False
 
 
-@pytest.mark.parametrize("problem, expected", [
-    (lambda s: s.pop("decoder.up.1.upsample.conv.weight"), r"missing keys \['decoder\.up\.1\.upsample\.conv\.weight'\]"),
-    (lambda s: s.__setitem__("encoder.extra.weight", torch.zeros(2)), r"unexpected keys \['encoder\.extra\.weight'\]"),
-    (lambda s: s.__setitem__("quantize.embedding.weight", torch.zeros(41, 12)),
-     r"quantize\.embedding\.weight: checkpoint \(41, 12\) vs model \(40, 12\)"),
-], ids=["missing", "unexpected", "shape"])
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        (
+            lambda s: s.pop("decoder.up.1.upsample.conv.weight"),
+            r"missing keys \['decoder\.up\.1\.upsample\.conv\.weight'\]",
+        ),
+        (
+            lambda s: s.__setitem__("encoder.extra.weight", torch.zeros(2)),
+            r"unexpected keys \['encoder\.extra\.weight'\]",
+        ),
+        (
+            lambda s: s.__setitem__("quantize.embedding.weight", torch.zeros(41, 12)),
+            r"quantize\.embedding\.weight: checkpoint \(41, 12\) vs model \(40, 12\)",
+        ),
+    ],
+    ids=["missing", "unexpected", "shape"],
+)
 def test_mismatched_weights_are_an_error_naming_key_and_file(tmp_path, problem, expected):
     write_open_muse_folder(tmp_path, edit=problem)
     with pytest.raises(ValueError, match=expected) as info:

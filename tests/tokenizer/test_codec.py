@@ -45,22 +45,28 @@ def test_empty_batches(model, config):
     assert decode_codes(model, torch.zeros(0, config.tokens_per_image, dtype=torch.long)).shape == (0, 3, 32, 32)
 
 
-@pytest.mark.parametrize("images, message", [
-    (torch.rand(2, 3, 64, 64), "resolution = 32"),
-    (torch.rand(2, 1, 32, 32), r"\(B, 3, H, W\)"),
-    (torch.randint(0, 255, (2, 3, 32, 32)), "float images"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (torch.rand(2, 3, 64, 64), "resolution = 32"),
+        (torch.rand(2, 1, 32, 32), r"\(B, 3, H, W\)"),
+        (torch.randint(0, 255, (2, 3, 32, 32)), "float images"),
+    ],
+)
 def test_encode_refuses_wrong_inputs(model, images, message):
     with pytest.raises(ValueError, match=message):
         encode_images(model, images)
 
 
-@pytest.mark.parametrize("codes, message", [
-    (torch.full((1, 64), 64), r"outside the codebook \[0, 64\)"),
-    (torch.full((1, 64), -1), "outside the codebook"),
-    (torch.zeros(1, 60, dtype=torch.long), "not a square grid"),
-    (torch.zeros(64, dtype=torch.long), r"\(B, n\)"),
-])
+@pytest.mark.parametrize(
+    "codes, message",
+    [
+        (torch.full((1, 64), 64), r"outside the codebook \[0, 64\)"),
+        (torch.full((1, 64), -1), "outside the codebook"),
+        (torch.zeros(1, 60, dtype=torch.long), "not a square grid"),
+        (torch.zeros(64, dtype=torch.long), r"\(B, n\)"),
+    ],
+)
 def test_decode_refuses_wrong_codes(model, codes, message):
     with pytest.raises(ValueError, match=message):
         decode_codes(model, codes)

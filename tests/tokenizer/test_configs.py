@@ -19,10 +19,21 @@ def instantiate(name: str) -> VQGANConfig:
 def test_lvm_tokenizer_config_is_the_spec_one():
     config = instantiate("lvm_f16_8192")
     assert isinstance(config, VQGANConfig)
-    assert config == VQGANConfig(resolution=256, num_channels=3, hidden_channels=128, channel_mult=(1, 1, 2, 2, 4),
-                                 num_res_blocks=2, attn_resolutions=(16,), no_attn_mid_block=False, z_channels=256,
-                                 num_embeddings=8192, quantized_embed_dim=256, dropout=0.0,
-                                 resample_with_conv=True, commitment_cost=0.25)
+    assert config == VQGANConfig(
+        resolution=256,
+        num_channels=3,
+        hidden_channels=128,
+        channel_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attn_resolutions=(16,),
+        no_attn_mid_block=False,
+        z_channels=256,
+        num_embeddings=8192,
+        quantized_embed_dim=256,
+        dropout=0.0,
+        resample_with_conv=True,
+        commitment_cost=0.25,
+    )
     assert (config.downsample_factor, config.tokens_per_image) == (16, 256)
     with torch.device("meta"):
         assert round(count_parameters(VQGANModel(config)) / 1e6, 1) == 74.0

@@ -16,19 +16,29 @@ from lvm.tokenizer.training.fit import evaluate_tokenizer
 # NOT met yet; these floors catch a regression (or a wrong file) until better weights are shipped.
 VIDEO_PSNR_FLOOR = 16.5  # dB on held-out video frames
 PHOTO_PSNR_FLOOR = 16.0  # dB on held-out photo crops
-TARGET_USAGE = 0.80      # fraction of the 1,024 codes used by the held-out images (met)
+TARGET_USAGE = 0.80  # fraction of the 1,024 codes used by the held-out images (met)
 
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory) -> dict[str, np.ndarray]:
     """The val split of a corpus made with a seed the shipped weights were not trained on (they saw seed 1's
     train split), at the demo's default size."""
-    corpus = make_demo_corpus(tmp_path_factory.mktemp("fresh_corpus"), n_videos=0, n_val_videos=8, n_images=0, n_val_images=64, n_sequences=0,
-                              n_val_sequences=0, seed=20261130)
+    corpus = make_demo_corpus(
+        tmp_path_factory.mktemp("fresh_corpus"),
+        n_videos=0,
+        n_val_videos=8,
+        n_images=0,
+        n_val_images=64,
+        n_sequences=0,
+        n_val_sequences=0,
+        seed=20261130,
+    )
     val = demo_sentences(corpus, "val", 8, seed=0)
-    return {"video": np.stack([image for s in val["video"] for image in s.images]),
-            "photos": np.stack([image for s in val["paired"] for image in s.images[0::2]]),
-            "all": np.stack([image for kind in val.values() for s in kind for image in s.images])}
+    return {
+        "video": np.stack([image for s in val["video"] for image in s.images]),
+        "photos": np.stack([image for s in val["paired"] for image in s.images[0::2]]),
+        "all": np.stack([image for kind in val.values() for s in kind for image in s.images]),
+    }
 
 
 def test_shipped_weights_are_small_and_load():

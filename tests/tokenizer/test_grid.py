@@ -10,12 +10,15 @@ from lvm.tokenizer import decode, tensor_to_uint8
 from lvm.tokenizer.grid import image_grid, save_png, sentence_codes, sentence_grid, tile_box
 
 
-@pytest.mark.parametrize("n, columns, shape", [
-    (3, None, (2 + 34, 2 + 3 * 34)),        # one row by default
-    (10, None, (2 + 2 * 34, 2 + 8 * 34)),   # wrapped after 8
-    (5, 2, (2 + 3 * 34, 2 + 2 * 34)),
-    (2, 4, (2 + 34, 2 + 2 * 34)),           # no empty columns, as make_grid
-])
+@pytest.mark.parametrize(
+    "n, columns, shape",
+    [
+        (3, None, (2 + 34, 2 + 3 * 34)),  # one row by default
+        (10, None, (2 + 2 * 34, 2 + 8 * 34)),  # wrapped after 8
+        (5, 2, (2 + 3 * 34, 2 + 2 * 34)),
+        (2, 4, (2 + 34, 2 + 2 * 34)),  # no empty columns, as make_grid
+    ],
+)
 def test_grid_layout(n, columns, shape):
     images = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
     picture = image_grid(images, columns=columns)

@@ -1,5 +1,6 @@
 """Our VQGAN against an independently built reference (tests/tokenizer/reference_vqgan.py, written from
-the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel with torch.nn.functional only): an open-muse folder whose weights and config are made without
+the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel with torch.nn.functional only): an
+open-muse folder whose weights and config are made without
 our module is loaded with `load_vqgan`; codes must match the reference exactly, pixels within 1e-5."""
 
 from __future__ import annotations
@@ -24,16 +25,30 @@ def open_muse_config(**overrides) -> dict:
 CONFIGS = {
     # res 32, f = 4. Attention at 16 px: the encoder level there holds one block (skipped), the
     # decoder level two (run). 32 → 64 channels at level 2 needs nin_shortcuts both ways.
-    "lone-attn-skipped": open_muse_config(channel_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[16],
-                                          z_channels=32, num_embeddings=64, quantized_embed_dim=8),
+    "lone-attn-skipped": open_muse_config(
+        channel_mult=[1, 1, 2],
+        num_res_blocks=1,
+        attn_resolutions=[16],
+        z_channels=32,
+        num_embeddings=64,
+        quantized_embed_dim=8,
+    ),
     # Attention at 8 px with two resnet blocks: encoder 2 attention blocks, decoder 3, all run.
     "attn-run-mid-attn": open_muse_config(),
     "attn-run-no-mid-attn": open_muse_config(no_attn_mid_block=True, attn_resolutions=[32, 8]),
-    # The LVM tokenizer's structure (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel) at hidden 32 and 64 px: f = 16, 4×4 codes, attention
+    # The LVM tokenizer's structure (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel) at
+    # hidden 32 and 64 px: f = 16, 4×4 codes, attention
     # at 16 px with 2 encoder / 3 decoder blocks, channel changes 32 → 64 → 128.
-    "lvm-structure": open_muse_config(resolution=64, hidden_channels=32, channel_mult=[1, 1, 2, 2, 4],
-                                      num_res_blocks=2, attn_resolutions=[16], z_channels=64,
-                                      num_embeddings=96, quantized_embed_dim=16),
+    "lvm-structure": open_muse_config(
+        resolution=64,
+        hidden_channels=32,
+        channel_mult=[1, 1, 2, 2, 4],
+        num_res_blocks=2,
+        attn_resolutions=[16],
+        z_channels=64,
+        num_embeddings=96,
+        quantized_embed_dim=16,
+    ),
 }
 
 
@@ -144,9 +159,13 @@ def test_reference_obeys_the_lone_attention_quirk():
     with torch.no_grad():
         base_latents = ref.encode_latents(state, cfg, images)
         base_pixels = ref.decode_pixels(state, cfg, codes)
-        skipped = {**state, "encoder.down.1.attn.0.proj_out.weight": torch.ones_like(
-            state["encoder.down.1.attn.0.proj_out.weight"])}
+        skipped = {
+            **state,
+            "encoder.down.1.attn.0.proj_out.weight": torch.ones_like(state["encoder.down.1.attn.0.proj_out.weight"]),
+        }
         assert torch.equal(ref.encode_latents(skipped, cfg, images), base_latents)
-        run = {**state, "decoder.up.1.attn.0.proj_out.weight": torch.ones_like(
-            state["decoder.up.1.attn.0.proj_out.weight"])}
+        run = {
+            **state,
+            "decoder.up.1.attn.0.proj_out.weight": torch.ones_like(state["decoder.up.1.attn.0.proj_out.weight"]),
+        }
         assert not torch.allclose(ref.decode_pixels(run, cfg, codes), base_pixels, atol=1e-3)

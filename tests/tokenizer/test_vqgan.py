@@ -7,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvm.tokenizer.vqgan import AttnBlock, Downsample, Upsample, VectorQuantizer, VQGANConfig, VQGANModel, count_parameters
+from lvm.tokenizer.vqgan import (
+    AttnBlock,
+    Downsample,
+    Upsample,
+    VectorQuantizer,
+    VQGANConfig,
+    VQGANModel,
+    count_parameters,
+)
 
 
 def test_encode_decode_shapes_and_code_range(model, config, images):
@@ -33,7 +41,11 @@ def test_decode_code_of_get_code_equals_decode_of_quantized_latents(model, image
 def test_lvm_config_is_f16_with_256_tokens_and_8192_codes():
     config = VQGANConfig()
     assert (config.resolution, config.downsample_factor, config.tokens_per_image, config.num_embeddings) == (
-        256, 16, 256, 8192)
+        256,
+        16,
+        256,
+        8192,
+    )
 
 
 def brute_force_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -96,8 +108,9 @@ def test_quantizer_loss_and_gradients_follow_the_spec_numbers():
     assert torch.allclose(z.grad, 2 * (z - rows).detach() / n, atol=1e-7)
     expected_codebook_grad = torch.zeros_like(quantizer.embedding.weight)
     flat_z = z.detach().permute(0, 2, 3, 1).reshape(-1, 4)
-    expected_codebook_grad.index_add_(0, codes.flatten(), beta * 2 * (quantizer.embedding.weight.detach()[codes.flatten()]
-                                                                      - flat_z) / n)
+    expected_codebook_grad.index_add_(
+        0, codes.flatten(), beta * 2 * (quantizer.embedding.weight.detach()[codes.flatten()] - flat_z) / n
+    )
     assert torch.allclose(quantizer.embedding.weight.grad, expected_codebook_grad, atol=1e-7)
 
     # Straight-through: d(sum z_q)/dz is the identity.
@@ -172,9 +185,18 @@ def test_no_attn_mid_block_removes_the_mid_attention(make_config):
 
 
 def spec_parameter_names(config: VQGANConfig) -> set[str]:
-    """Parameter names from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's naming rules, written out level by level."""
-    names = {"encoder.conv_in", "encoder.norm_out", "encoder.conv_out", "quant_conv", "post_quant_conv",
-             "decoder.conv_in", "decoder.norm_out", "decoder.conv_out"}
+    """Parameter names from the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel's naming rules,
+    written out level by level."""
+    names = {
+        "encoder.conv_in",
+        "encoder.norm_out",
+        "encoder.conv_out",
+        "quant_conv",
+        "post_quant_conv",
+        "decoder.conv_in",
+        "decoder.norm_out",
+        "decoder.conv_out",
+    }
     mult = config.channel_mult
     for part in ("encoder", "decoder"):
         names |= {f"{part}.mid.block_{i}.{layer}" for i in (1, 2) for layer in ("norm1", "conv1", "norm2", "conv2")}
@@ -185,8 +207,10 @@ def spec_parameter_names(config: VQGANConfig) -> set[str]:
         width = config.hidden_channels * m
         enc_in = config.hidden_channels * ((1,) + tuple(mult))[level]
         dec_in = config.hidden_channels * (mult[-1] if level == len(mult) - 1 else mult[level + 1])
-        for part, group, n_blocks, first_in in (("encoder", "down", config.num_res_blocks, enc_in),
-                                                ("decoder", "up", config.num_res_blocks + 1, dec_in)):
+        for part, group, n_blocks, first_in in (
+            ("encoder", "down", config.num_res_blocks, enc_in),
+            ("decoder", "up", config.num_res_blocks + 1, dec_in),
+        ):
             for n in range(n_blocks):
                 prefix = f"{part}.{group}.{level}"
                 names |= {f"{prefix}.block.{n}.{layer}" for layer in ("norm1", "conv1", "norm2", "conv2")}
@@ -214,8 +238,9 @@ def test_tiny_configuration_has_spec_names(model, config):
     assert set(model.state_dict()) == spec_parameter_names(config)
 
 
-@pytest.mark.parametrize("bad", [dict(hidden_channels=24), dict(resolution=30), dict(channel_mult=()),
-                                 dict(num_embeddings=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(hidden_channels=24), dict(resolution=30), dict(channel_mult=()), dict(num_embeddings=0)]
+)
 def test_invalid_config_is_refused_with_the_field_named(make_config, bad):
     with pytest.raises(ValueError, match=next(iter(bad)) if "hidden" not in next(iter(bad)) else "hidden_channels"):
         make_config(**bad)

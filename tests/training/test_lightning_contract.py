@@ -9,8 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-MOVED = ("Lightning moved or redefined trainer.fit_loop.epoch_loop.batch_progress.total.ready, which "
-         "lvm/data/datamodule.py (_batches_consumed) reads for exact resume: find its new home and update both")
+MOVED = (
+    "Lightning moved or redefined trainer.fit_loop.epoch_loop.batch_progress.total.ready, which "
+    "lvm/data/datamodule.py (_batches_consumed) reads for exact resume: find its new home and update both"
+)
 
 
 class CountingModule(pl.LightningModule):
@@ -32,8 +34,15 @@ class CountingModule(pl.LightningModule):
 
 def test_batch_progress_counts_the_batches_handed_to_the_training_step(tmp_path):
     module = CountingModule()
-    trainer = pl.Trainer(max_steps=3, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(torch.randn(32, 2), batch_size=4))
     assert hasattr(trainer, "fit_loop") and hasattr(trainer.fit_loop, "epoch_loop"), MOVED
     assert module.seen == [(i, i + 1) for i in range(6)], MOVED  # 3 steps × 2 micro-batches, counted at batch end

@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lvm.data.datamodule import MixtureDataModule
-from lvm.training.lit_module import LVMLitModule, loss_by_source, next_token_loss, token_accuracy
 from lvm.model import ModelConfig
+from lvm.training.lit_module import LVMLitModule, loss_by_source, next_token_loss, token_accuracy
 from lvm.training.optim import build_adamw, warmup_cosine_scheduler
 
 CONFIG = ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=48)
@@ -59,8 +59,16 @@ def test_training_steps_lower_the_loss_and_checkpoint_reloads(tmp_path):
     )
     recorder = LossRecorder()
     trainer = pl.Trainer(
-        max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        callbacks=[recorder], limit_val_batches=2, val_check_interval=30, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        max_steps=60,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[recorder],
+        limit_val_batches=2,
+        val_check_interval=30,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
     )
     loader = DataLoader(RepeatingImages(64), batch_size=8, shuffle=True)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=DataLoader(RepeatingImages(8), batch_size=4))
@@ -116,8 +124,12 @@ def mixed_source_batches(vocab_size: int = 48, seq_len: int = 12) -> list[dict]:
 
 def hand_loss(model: nn.Module, batches: list[dict], source: str | None) -> torch.Tensor:
     """Cross-entropy over every token of the rows of `source` (all rows for None), all batches at once."""
-    rows = [(b["input_ids"][i], b["labels"][i]) for b in batches for i, name in enumerate(b["source"])
-            if source is None or name == source]
+    rows = [
+        (b["input_ids"][i], b["labels"][i])
+        for b in batches
+        for i, name in enumerate(b["source"])
+        if source is None or name == source
+    ]
     inputs, labels = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
     with torch.no_grad():
         return F.cross_entropy(model(inputs).flatten(0, 1), labels.flatten())
@@ -147,8 +159,14 @@ def test_loss_by_source_matches_cross_entropy_of_each_source():
 
 
 def validate_quietly(module: LVMLitModule, batches: list[dict], **trainer_args) -> dict[str, torch.Tensor]:
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, **trainer_args)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_args,
+    )
     trainer.validate(module, dataloaders=DataLoader(batches, batch_size=None), verbose=False)
     return trainer.callback_metrics
 
@@ -182,28 +200,50 @@ def test_validation_under_ddp_logs_every_source_on_every_rank():
 
 def test_fit_on_demo_shards_logs_the_loss_of_each_source(demo_data_dir):
     sources = ("video", "paired", "sequence")
-    shards = {split: {name: {"path": str(demo_data_dir / "shards" / split / name)} for name in sources}
-              for split in ("train", "val")}
-    datamodule = MixtureDataModule(shards["train"], shards["val"], seq_len=128, batch_size=4, tokens_per_image=16,
-                                   vocab_size=256, shuffle_buffer=16)
-    module = LVMLitModule(ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                                      vocab_size=256), optimizer=partial(build_adamw, lr=1e-3, weight_decay=0.0))
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         val_check_interval=2, check_val_every_n_epoch=None)  # the training stream is endless
+    shards = {
+        split: {name: {"path": str(demo_data_dir / "shards" / split / name)} for name in sources}
+        for split in ("train", "val")
+    }
+    datamodule = MixtureDataModule(
+        shards["train"],
+        shards["val"],
+        seq_len=128,
+        batch_size=4,
+        tokens_per_image=16,
+        vocab_size=256,
+        shuffle_buffer=16,
+    )
+    module = LVMLitModule(
+        ModelConfig(name="tiny", hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, vocab_size=256),
+        optimizer=partial(build_adamw, lr=1e-3, weight_decay=0.0),
+    )
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+    )  # the training stream is endless
     trainer.fit(module, datamodule=datamodule)
     metrics = trainer.callback_metrics
     for name in sources:
         assert math.isfinite(float(metrics[f"val/loss/{name}"])), name
         assert torch.allclose(metrics[f"val/ppl/{name}"], torch.exp(metrics[f"val/loss/{name}"]))
     # Every source's batches are equally long here, so val/loss is the token-weighted mean of the three.
-    n_tokens = {name: sum(b["labels"].numel() for b in datamodule.val_dataloader() if b["source"][0] == name)
-                for name in sources}
+    n_tokens = {
+        name: sum(b["labels"].numel() for b in datamodule.val_dataloader() if b["source"][0] == name)
+        for name in sources
+    }
     weighted = sum(metrics[f"val/loss/{n}"] * n_tokens[n] for n in sources) / sum(n_tokens.values())
     assert torch.allclose(metrics["val/loss"], weighted, atol=1e-5)
 
     # Sources no batch reached (here: only the first validation batch, from 'video') are left out, not NaN.
-    short = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                       limit_val_batches=1)
+    short = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1
+    )
     short.validate(module, datamodule=datamodule, verbose=False)
     assert {k for k in short.callback_metrics if k.startswith("val/loss/")} == {"val/loss/video"}

@@ -27,8 +27,15 @@ from tests.tokenizer.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDE, PADDING, CODES = 16, 2, 256  # the gallery's VQGAN: 16 px images of 4×4 = 16 codes (the demo shards' size)
-FAST = ["experiment=demo", *DEMO_SHARDS, "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false", "scheduler.warmup_steps=2", "scheduler.decay_steps=8"]
+FAST = [
+    "experiment=demo",
+    *DEMO_SHARDS,
+    "trainer.val_check_interval=100",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "scheduler.warmup_steps=2",
+    "scheduler.decay_steps=8",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -78,24 +85,33 @@ def read_events(folder: Path) -> tuple[dict[str, dict[int, float]], dict[str, di
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0}).Reload()
     tags = events.Tags()
     scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in tags["scalars"]}
-    images = {tag: {e.step: np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB"))
-                    for e in events.Images(tag)} for tag in tags["images"]}
+    images = {
+        tag: {
+            e.step: np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB"))
+            for e in events.Images(tag)
+        }
+        for tag in tags["images"]
+    }
     return scalars, images
 
 
 def compose_train(data_dir: Path, output_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
-                                           *FAST, *overrides])
+        return compose(
+            "train", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}", *FAST, *overrides]
+        )
 
 
 def gallery_overrides(vqgan: Path, sources: dict[str, str], every_n_steps: int, n_prompts: int = 2) -> list[str]:
     """The command-line syntax conf/callbacks/gallery.yaml documents."""
     listed = ", ".join(f"{name}: {path}" for name, path in sources.items())
-    return ["callbacks=gallery", f"callbacks.prompt_gallery.tokenizer_path={vqgan}",
-            f"callbacks.prompt_gallery.prompt_sources={{{listed}}}",
-            f"callbacks.prompt_gallery.every_n_steps={every_n_steps}",
-            f"callbacks.prompt_gallery.n_prompts={n_prompts}"]
+    return [
+        "callbacks=gallery",
+        f"callbacks.prompt_gallery.tokenizer_path={vqgan}",
+        f"callbacks.prompt_gallery.prompt_sources={{{listed}}}",
+        f"callbacks.prompt_gallery.every_n_steps={every_n_steps}",
+        f"callbacks.prompt_gallery.n_prompts={n_prompts}",
+    ]
 
 
 def expected_prompts(sources: dict[str, str], n_prompts: int) -> dict[str, list[torch.Tensor]]:
@@ -112,10 +128,15 @@ def expected_prompts(sources: dict[str, str], n_prompts: int) -> dict[str, list[
 
 
 def test_fit_logs_gallery_images_and_psnr_equal_to_an_independent_recomputation(
-        demo_data_dir, vqgan16_dir, prompt_sources, tmp_path):
-    cfg = compose_train(demo_data_dir, tmp_path, "trainer.max_steps=4",
-                        "callbacks.model_checkpoint.every_n_train_steps=4",
-                        *gallery_overrides(vqgan16_dir, prompt_sources, every_n_steps=2))
+    demo_data_dir, vqgan16_dir, prompt_sources, tmp_path
+):
+    cfg = compose_train(
+        demo_data_dir,
+        tmp_path,
+        "trainer.max_steps=4",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        *gallery_overrides(vqgan16_dir, prompt_sources, every_n_steps=2),
+    )
     train(cfg)
     scalars, images = read_events(tmp_path / "tensorboard")
     prompts = expected_prompts(prompt_sources, n_prompts=2)
@@ -145,12 +166,13 @@ def test_fit_logs_gallery_images_and_psnr_equal_to_an_independent_recomputation(
         width = image.shape[1]
         for column, expected in ((2, generated[0]), (1, truth[0])):
             left = width - column * (SIDE + PADDING)
-            tile = torch.from_numpy(image[PADDING:PADDING + SIDE, left:left + SIDE].astype(np.float32) / 255)
+            tile = torch.from_numpy(image[PADDING : PADDING + SIDE, left : left + SIDE].astype(np.float32) / 255)
             assert torch.allclose(tile.permute(2, 0, 1), expected, atol=1 / 255 + 1e-6), (task, column)
 
 
 def test_training_is_unchanged_by_the_gallery_and_the_model_is_back_in_train_mode(
-        demo_data_dir, vqgan16_dir, prompt_sources, tmp_path, monkeypatch):
+    demo_data_dir, vqgan16_dir, prompt_sources, tmp_path, monkeypatch
+):
     shown = []
     log_gallery = PromptGallery.log_gallery
 
@@ -162,8 +184,14 @@ def test_training_is_unchanged_by_the_gallery_and_the_model_is_back_in_train_mod
     monkeypatch.setattr(PromptGallery, "log_gallery", checked)
     common = ["trainer.max_steps=3", "callbacks.model_checkpoint.every_n_train_steps=3"]
     train(compose_train(demo_data_dir, tmp_path / "plain", *common))
-    train(compose_train(demo_data_dir, tmp_path / "gallery", *common,
-                        *gallery_overrides(vqgan16_dir, prompt_sources, every_n_steps=1)))
+    train(
+        compose_train(
+            demo_data_dir,
+            tmp_path / "gallery",
+            *common,
+            *gallery_overrides(vqgan16_dir, prompt_sources, every_n_steps=1),
+        )
+    )
     assert shown == [1, 2, 3]
 
     def losses(run: Path) -> dict[int, float]:
@@ -171,8 +199,10 @@ def test_training_is_unchanged_by_the_gallery_and_the_model_is_back_in_train_mod
 
     assert sorted(losses(tmp_path / "plain")) == [0, 1, 2]
     assert losses(tmp_path / "gallery") == losses(tmp_path / "plain")  # exactly
-    plain, gallery = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-                      for run in ("plain", "gallery"))
+    plain, gallery = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in ("plain", "gallery")
+    )
     assert plain.keys() == gallery.keys() and all(torch.equal(plain[k], gallery[k]) for k in plain)
 
 
@@ -215,8 +245,9 @@ def test_every_n_steps_counts_optimizer_steps_and_zero_means_train_end_only(monk
     assert shown_steps(PromptGallery("vqgan", {"v": "x"}, every_n_steps=2), accumulated, monkeypatch) == [2, 4, 5]
     assert shown_steps(PromptGallery("vqgan", {"v": "x"}, every_n_steps=2), accumulated[:-2], monkeypatch) == [2, 4]
     assert shown_steps(PromptGallery("vqgan", {"v": "x"}, every_n_steps=0), accumulated, monkeypatch) == [5]
-    assert shown_steps(PromptGallery("vqgan", {"v": "x"}, every_n_steps=2, log_at_train_end=False), accumulated,
-                       monkeypatch) == [2, 4]
+    assert shown_steps(
+        PromptGallery("vqgan", {"v": "x"}, every_n_steps=2, log_at_train_end=False), accumulated, monkeypatch
+    ) == [2, 4]
     with pytest.raises(ValueError, match="would never run"):
         PromptGallery("vqgan", {"v": "x"}, every_n_steps=0, log_at_train_end=False)
     with pytest.raises(ValueError, match="every_n_steps must be ≥ 0"):
@@ -228,8 +259,9 @@ def test_prompts_take_the_first_sentences_of_each_task(vqgan16_dir, prompt_sourc
     expected = expected_prompts(prompt_sources, 2)
     assert list(prompts) == ["next_frame", "gray", "edges"]  # order of first appearance
     for task, rows in expected.items():
-        assert [torch.equal(p.context, r[:-1]) and torch.equal(p.truth, r[-1]) for p, r in zip(prompts[task], rows)] \
-            == [True, True]
+        assert [
+            torch.equal(p.context, r[:-1]) and torch.equal(p.truth, r[-1]) for p, r in zip(prompts[task], rows)
+        ] == [True, True]
     # a data config's source entries ({path: ...}) work as well as plain paths
     as_entries = load_prompts({k: {"path": v} for k, v in prompt_sources.items()}, 1, read_config(vqgan16_dir))
     assert {task: len(p) for task, p in as_entries.items()} == {"next_frame": 1, "gray": 1, "edges": 1}
@@ -241,12 +273,18 @@ def test_bad_prompt_sources_are_refused_naming_the_source(vqgan_dir, vqgan16_dir
     with pytest.raises(ValueError, match=f"prompt source 'empty' {empty}: holds no sentences"):
         load_prompts({"empty": str(empty)}, 2, config)
     single = write_source(tmp_path / "single", [sentence("image", 1, np.random.default_rng(0))])
-    with pytest.raises(ValueError, match=rf"'single' {tmp_path}/single/shard-000000.tar: sample 000000000 holds 1 "
-                                         rf"image; a gallery prompt needs at least 2"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'single' {tmp_path}/single/shard-000000.tar: sample 000000000 holds 1 "
+        rf"image; a gallery prompt needs at least 2",
+    ):
         load_prompts({"single": str(single)}, 2, config)
     # The 32 px test VQGAN makes 64 codes per image; the shards hold 16: refused in setup, before any fit.
     gallery = PromptGallery(str(vqgan_dir), prompt_sources)
     trainer = SimpleNamespace(strategy=None, loggers=[])
-    with pytest.raises(ValueError, match=rf"'video' .*: the sentence has 16 tokens per image \(4 images\) but the "
-                                         rf"VQGAN makes 64 tokens per image \(tokenizer {vqgan_dir}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'video' .*: the sentence has 16 tokens per image \(4 images\) but the "
+        rf"VQGAN makes 64 tokens per image \(tokenizer {vqgan_dir}\)",
+    ):
         gallery.setup(trainer, None, "fit")

@@ -9,17 +9,27 @@ import pytest
 import torch
 
 from lvm.core.atomic_files import replace_directory, resolve_directory
-from lvm.model import LLaMA, ModelConfig
 from lvm.interop.pretrained import read_pretrained_state_dict
+from lvm.model import LLaMA, ModelConfig
 from tests.cli import run_train_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 # Random-token global batches of 4 sentences × 32 tokens (ids < 8192: the full LVM vocabulary), the same for any
 # number of processes.
-COMMON = ["experiment=demo", "model.vocab_size=8292", f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "data=fixed", "logger=csv",
-          "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.val_check_interval=100",
-          "scheduler.warmup_steps=2", "scheduler.decay_steps=8", "callbacks.model_checkpoint.every_n_train_steps=2",
-          "optimizer.lr=3e-3"]
+COMMON = [
+    "experiment=demo",
+    "model.vocab_size=8292",
+    f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]",
+    "data=fixed",
+    "logger=csv",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.val_check_interval=100",
+    "scheduler.warmup_steps=2",
+    "scheduler.decay_steps=8",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "optimizer.lr=3e-3",
+]
 TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 
 

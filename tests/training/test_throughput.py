@@ -21,8 +21,16 @@ def test_cpus_have_no_table_entry():
 @pytest.mark.parametrize("peak", [2.5e11, "measure"])
 def test_the_monitor_uses_the_given_or_measured_peak(tmp_path, peak):
     monitor = LVMThroughputMonitor(batch_size_fn=len, peak_flops_per_device=peak)
-    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_steps=1, callbacks=[monitor], logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_steps=1,
+        callbacks=[monitor],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(BoringModel())
     if peak == "measure":
         assert monitor.available_flops > 1e8

@@ -34,15 +34,21 @@ class NLayerDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 1 or channels < 1:
             raise ValueError(f"NLayerDiscriminator: n_layers and channels must be >= 1, got {n_layers}, {channels}")
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, kernel_size=4, stride=2, padding=1),
-                                   nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, channels, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+        ]
         mult = 1
         for n in range(1, n_layers + 1):
             previous, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1  # the last block keeps the resolution
-            layers += [nn.Conv2d(channels * previous, channels * mult, kernel_size=4, stride=stride, padding=1,
-                                 bias=False),  # BatchNorm follows: a bias would be cancelled
-                       nn.BatchNorm2d(channels * mult), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(
+                    channels * previous, channels * mult, kernel_size=4, stride=stride, padding=1, bias=False
+                ),  # BatchNorm follows: a bias would be cancelled
+                nn.BatchNorm2d(channels * mult),
+                nn.LeakyReLU(0.2),
+            ]
         layers.append(nn.Conv2d(channels * mult, 1, kernel_size=4, stride=1, padding=1))
         self.main = nn.Sequential(*layers)
         self.reset_parameters()
@@ -80,13 +86,14 @@ def generator_loss(logits_fake: torch.Tensor, kind: str = "hinge") -> torch.Tens
     raise ValueError(f"disc_loss must be one of {GAN_LOSSES}, got {kind!r}")
 
 
-def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
-                    disc_weight: float = 1.0) -> torch.Tensor:
+def adaptive_weight(
+    rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, disc_weight: float = 1.0
+) -> torch.Tensor:
     """disc_weight · clamp(‖∇_W rec_loss‖ / (‖∇_W g_loss‖ + 1e-4), 0, 1e4), detached (a scalar).
 
     Both losses must still hold their graphs to `last_layer` (W); the graphs are kept for the
     backward pass that follows."""
-    rec_grad, = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
-    g_grad, = torch.autograd.grad(g_loss, last_layer, retain_graph=True)
+    (rec_grad,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
+    (g_grad,) = torch.autograd.grad(g_loss, last_layer, retain_graph=True)
     weight = rec_grad.norm() / (g_grad.norm() + ADAPTIVE_WEIGHT_EPS)
     return weight.clamp(0.0, ADAPTIVE_WEIGHT_MAX).detach() * disc_weight

@@ -58,7 +58,7 @@ def _uint8_to_tensor(images: np.ndarray) -> torch.Tensor:
 def _round_trip(model: VQGANModel, images: np.ndarray, batch_size: int):
     """Yield (original uint8-valued float, reconstruction rounded to uint8 values, codes) per chunk."""
     for start in range(0, images.shape[0], batch_size):
-        chunk = _uint8_to_tensor(images[start:start + batch_size])
+        chunk = _uint8_to_tensor(images[start : start + batch_size])
         codes = encode_images(model, chunk, batch_size=batch_size)
         decoded = decode_codes(model, codes, batch_size=batch_size)  # clamped to [0, 1]
         yield chunk.mul(255.0).round_(), decoded.mul(255.0).round_(), codes
@@ -117,27 +117,42 @@ def fit_tokenizer(
     val_images = _check_uint8_images(val_images, "val_images")
     for name, images in (("train_images", train_images), ("val_images", val_images)):
         if images.shape[1:3] != (config.resolution, config.resolution):
-            raise ValueError(f"{name}: images are {images.shape[1]}x{images.shape[2]} but the VQGAN config has "
-                             f"resolution {config.resolution}; resize them first")
+            raise ValueError(
+                f"{name}: images are {images.shape[1]}x{images.shape[2]} but the VQGAN config has "
+                f"resolution {config.resolution}; resize them first"
+            )
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = VQGANLitModule(config.to_dict(), learning_rate=learning_rate, betas=tuple(betas),
-                            dead_code_restart_every=dead_code_restart_every, **module_options)
+    module = VQGANLitModule(
+        config.to_dict(),
+        learning_rate=learning_rate,
+        betas=tuple(betas),
+        dead_code_restart_every=dead_code_restart_every,
+        **module_options,
+    )
     batch_size = min(batch_size, train_images.shape[0])
-    train_loader = DataLoader(UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True,
-                              drop_last=True)
+    train_loader = DataLoader(
+        UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True, drop_last=True
+    )
     val_loader = DataLoader(UInt8ImageDataset(val_images), batch_size=max(batch_size, 64))
     if val_check_interval is None:
         val_check_interval = max(1, max_steps // 4)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_steps=max_steps, default_root_dir=str(default_root_dir),
+        accelerator=accelerator,
+        devices=1,
+        max_steps=max_steps,
+        default_root_dir=str(default_root_dir),
         logger=TensorBoardLogger(str(default_root_dir), name="tokenizer") if logger else False,
-        enable_checkpointing=False, enable_progress_bar=enable_progress_bar, enable_model_summary=False,
+        enable_checkpointing=False,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
         # Count validation in steps across epochs: the demo's epochs are a few dozen steps long.
-        val_check_interval=min(val_check_interval, max_steps), check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=min(10, max_steps),
+        val_check_interval=min(val_check_interval, max_steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=min(10, max_steps),
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     model = module.vqgan.cpu().eval()

@@ -25,8 +25,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvm.media.files import IMAGE_EXTENSIONS, list_files, read_file_list
-from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 from lvm.media.images import ImageReadError, load_image
+from lvm.media.skips import BadInputError, SkipCounter, SkippedInputWarning
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def check_image_headers(paths: list[Path], skips: SkipCounter, strict: bool = Fa
                 pass
         except FileNotFoundError:
             reason = "file not found"
-        except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-                ValueError) as error:
+        except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
             reason = f"not a readable image ({type(error).__name__})"
         else:
             readable.append(path)
@@ -112,9 +111,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
     setup; `strict=True` turns the first one into a BadInputError naming it.
     """
 
-    def __init__(self, source: str | os.PathLike, resolution: int, val_source: str | os.PathLike | None = None,
-                 val_fraction: float = 0.05, batch_size: int = 8, val_batch_size: int | None = None,
-                 num_workers: int = 2, flip: bool = True, strict: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        resolution: int,
+        val_source: str | os.PathLike | None = None,
+        val_fraction: float = 0.05,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        flip: bool = True,
+        strict: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
@@ -140,27 +149,39 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train, val = files, check_image_headers(list_image_files(self.val_source), self.skips, self.strict)
         else:
             if len(files) < 2:
-                raise ValueError(f"{self.source}: {len(files)} readable image(s); need at least 2 to hold out "
-                                 f"validation images (or set data.val_source)")
+                raise ValueError(
+                    f"{self.source}: {len(files)} readable image(s); need at least 2 to hold out "
+                    f"validation images (or set data.val_source)"
+                )
             order = list(range(len(files)))
             random.Random(self.seed).shuffle(order)
             n_val = min(len(files) - 1, max(1, round(self.val_fraction * len(files))))
             val = [files[i] for i in sorted(order[:n_val])]
             train = [files[i] for i in sorted(order[n_val:])]
         if len(train) < self.batch_size:
-            raise ValueError(f"{self.source}: {len(train)} training images, fewer than data.batch_size "
-                             f"{self.batch_size} (training batches are always full)")
+            raise ValueError(
+                f"{self.source}: {len(train)} training images, fewer than data.batch_size "
+                f"{self.batch_size} (training batches are always full)"
+            )
         if not val:
             raise ValueError(f"{self.val_source}: no readable validation images")
         self.train_files, self.val_files = train, val
         log.info("tokenizer data: %d training, %d validation images; %s", len(train), len(val), self.skips.summary())
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(ImageFileDataset(self.train_files, self.resolution, flip=self.flip, strict=self.strict),
-                          batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ImageFileDataset(self.train_files, self.resolution, flip=self.flip, strict=self.strict),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ImageFileDataset(self.val_files, self.resolution, strict=self.strict),
-                          batch_size=self.val_batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ImageFileDataset(self.val_files, self.resolution, strict=self.strict),
+            batch_size=self.val_batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

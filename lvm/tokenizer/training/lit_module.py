@@ -52,11 +52,17 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from lvm.training.optim import warmup_cosine_scheduler
-from lvm.tokenizer.training.discriminator import GAN_LOSSES, NLayerDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from lvm.tokenizer.grid import tile_images
+from lvm.tokenizer.training.discriminator import (
+    GAN_LOSSES,
+    NLayerDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
 from lvm.tokenizer.training.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+from lvm.training.optim import warmup_cosine_scheduler
 
 CODEBOOK_INITS = ("uniform", "kmeans")
 
@@ -93,8 +99,9 @@ class CodeUsage(Metric):
 
 def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """(N, D) x (K, D) → (N, K) squared L2 distances, as the quantizer computes them."""
-    return torch.addmm(points.pow(2).sum(1, keepdim=True) + centers.pow(2).sum(1).unsqueeze(0),
-                       points, centers.t(), alpha=-2.0)
+    return torch.addmm(
+        points.pow(2).sum(1, keepdim=True) + centers.pow(2).sum(1).unsqueeze(0), points, centers.t(), alpha=-2.0
+    )
 
 
 def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -110,12 +117,13 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator |
         weights = nearest / total if total > 0 else torch.ones_like(nearest) / n
         pick = int(torch.multinomial(weights, 1, generator=generator))
         centers[i] = points[pick]
-        nearest = torch.minimum(nearest, _squared_distances(points, centers[i:i + 1]).squeeze(1).clamp_min(0))
+        nearest = torch.minimum(nearest, _squared_distances(points, centers[i : i + 1]).squeeze(1).clamp_min(0))
     return centers
 
 
-def kmeans(points: torch.Tensor, k: int, iterations: int = 10, generator: torch.Generator | None = None
-           ) -> torch.Tensor:
+def kmeans(
+    points: torch.Tensor, k: int, iterations: int = 10, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """k centres (k, D) of points (N, D): k-means++ seeds, then `iterations` Lloyd steps. With
     N < k the seeds are random points repeated with a little noise. A centre that loses all its
     points stays put."""
@@ -135,15 +143,18 @@ def kmeans(points: torch.Tensor, k: int, iterations: int = 10, generator: torch.
     return centers
 
 
-def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, padding: int = 2,
-                        pad_value: float = 1.0) -> torch.Tensor:
+def reconstruction_grid(
+    originals: torch.Tensor, reconstructions: torch.Tensor, padding: int = 2, pad_value: float = 1.0
+) -> torch.Tensor:
     """One (3, H', W') image: the originals (B, 3, H, W) in the top row, their reconstructions
     below, `padding` pixels of `pad_value` around and between images (make_grid's layout)."""
     if originals.shape != reconstructions.shape:
-        raise ValueError(f"reconstruction_grid: {tuple(originals.shape)} originals vs "
-                         f"{tuple(reconstructions.shape)} reconstructions")
-    return tile_images(torch.cat([originals, reconstructions]), columns=originals.shape[0], padding=padding,
-                       pad_value=pad_value)
+        raise ValueError(
+            f"reconstruction_grid: {tuple(originals.shape)} originals vs {tuple(reconstructions.shape)} reconstructions"
+        )
+    return tile_images(
+        torch.cat([originals, reconstructions]), columns=originals.shape[0], padding=padding, pad_value=pad_value
+    )
 
 
 def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -203,29 +214,52 @@ class VQGANLitModule(pl.LightningModule):
         if isinstance(config, VQGANConfig):
             config = config.to_dict()
         vqgan_config = VQGANConfig(**{k: v for k, v in dict(config).items() if not str(k).startswith("_")})
-        _check_options(dead_code_restart_every=dead_code_restart_every, codebook_init=codebook_init,
-                       kmeans_iterations=kmeans_iterations, kmeans_batches=kmeans_batches,
-                       quantize_start=quantize_start, lr_warmup_steps=lr_warmup_steps,
-                       lr_decay_steps=lr_decay_steps, codebook_ema_decay=codebook_ema_decay,
-                       perceptual_weight=perceptual_weight, disc_weight=disc_weight, disc_start=disc_start,
-                       disc_loss=disc_loss, num_logged_images=num_logged_images)
+        _check_options(
+            dead_code_restart_every=dead_code_restart_every,
+            codebook_init=codebook_init,
+            kmeans_iterations=kmeans_iterations,
+            kmeans_batches=kmeans_batches,
+            quantize_start=quantize_start,
+            lr_warmup_steps=lr_warmup_steps,
+            lr_decay_steps=lr_decay_steps,
+            codebook_ema_decay=codebook_ema_decay,
+            perceptual_weight=perceptual_weight,
+            disc_weight=disc_weight,
+            disc_start=disc_start,
+            disc_loss=disc_loss,
+            num_logged_images=num_logged_images,
+        )
         # Plain dicts, lists and numbers only: Lightning checkpoints must load with weights_only=True.
-        self.save_hyperparameters({
-            "config": vqgan_config.to_dict(), "learning_rate": float(learning_rate),
-            "betas": tuple(float(b) for b in betas), "weight_decay": float(weight_decay),
-            "l1_weight": float(l1_weight), "l2_weight": float(l2_weight),
-            "codebook_weight": float(codebook_weight), "dead_code_restart_every": int(dead_code_restart_every),
-            "codebook_init": str(codebook_init), "kmeans_iterations": int(kmeans_iterations),
-            "kmeans_batches": int(kmeans_batches), "quantize_start": int(quantize_start),
-            "lr_warmup_steps": int(lr_warmup_steps), "lr_decay_steps": int(lr_decay_steps), "end_lr": float(end_lr),
-            "codebook_ema_decay": float(codebook_ema_decay), "codebook_ema_eps": float(codebook_ema_eps),
-            "perceptual_weight": float(perceptual_weight),
-            "lpips_vgg_path": None if lpips_vgg_path is None else str(lpips_vgg_path),
-            "lpips_heads_path": None if lpips_heads_path is None else str(lpips_heads_path),
-            "disc_weight": float(disc_weight), "disc_start": int(disc_start), "disc_loss": str(disc_loss),
-            "disc_channels": int(disc_channels), "disc_layers": int(disc_layers),
-            "num_logged_images": int(num_logged_images),
-        })
+        self.save_hyperparameters(
+            {
+                "config": vqgan_config.to_dict(),
+                "learning_rate": float(learning_rate),
+                "betas": tuple(float(b) for b in betas),
+                "weight_decay": float(weight_decay),
+                "l1_weight": float(l1_weight),
+                "l2_weight": float(l2_weight),
+                "codebook_weight": float(codebook_weight),
+                "dead_code_restart_every": int(dead_code_restart_every),
+                "codebook_init": str(codebook_init),
+                "kmeans_iterations": int(kmeans_iterations),
+                "kmeans_batches": int(kmeans_batches),
+                "quantize_start": int(quantize_start),
+                "lr_warmup_steps": int(lr_warmup_steps),
+                "lr_decay_steps": int(lr_decay_steps),
+                "end_lr": float(end_lr),
+                "codebook_ema_decay": float(codebook_ema_decay),
+                "codebook_ema_eps": float(codebook_ema_eps),
+                "perceptual_weight": float(perceptual_weight),
+                "lpips_vgg_path": None if lpips_vgg_path is None else str(lpips_vgg_path),
+                "lpips_heads_path": None if lpips_heads_path is None else str(lpips_heads_path),
+                "disc_weight": float(disc_weight),
+                "disc_start": int(disc_start),
+                "disc_loss": str(disc_loss),
+                "disc_channels": int(disc_channels),
+                "disc_layers": int(disc_layers),
+                "num_logged_images": int(num_logged_images),
+            }
+        )
         self.vqgan = VQGANModel(vqgan_config)
         # Step at which each code was last picked by a training batch (-1: never); a buffer so it
         # survives resume. Never-used codes are restarted at the first check, which moves the tiny
@@ -242,13 +276,16 @@ class VQGANLitModule(pl.LightningModule):
         self.perceptual = None
         if perceptual_weight > 0:
             if lpips_vgg_path is None:
-                rank_zero_warn(f"perceptual_weight={perceptual_weight} but no lpips_vgg_path is set: the perceptual "
-                               f"(LPIPS) loss is skipped and training goes on without it. Nothing is downloaded; "
-                               f"point lpips_vgg_path at torchvision's VGG16 weights (vgg16-397923af.pth).")
+                rank_zero_warn(
+                    f"perceptual_weight={perceptual_weight} but no lpips_vgg_path is set: the perceptual "
+                    f"(LPIPS) loss is skipped and training goes on without it. Nothing is downloaded; "
+                    f"point lpips_vgg_path at torchvision's VGG16 weights (vgg16-397923af.pth)."
+                )
             else:
                 self.perceptual = load_lpips(lpips_vgg_path, lpips_heads_path)
-        self.discriminator = (NLayerDiscriminator(vqgan_config.num_channels, disc_channels, disc_layers)
-                              if disc_weight > 0 else None)
+        self.discriminator = (
+            NLayerDiscriminator(vqgan_config.num_channels, disc_channels, disc_layers) if disc_weight > 0 else None
+        )
         # Two optimizers need manual optimization; without a discriminator nothing changes.
         self.automatic_optimization = self.discriminator is None
 
@@ -256,7 +293,9 @@ class VQGANLitModule(pl.LightningModule):
         self._kmeans_pool: list[torch.Tensor] = []  # latents of the batches just before quantisation starts
         self._codebook_initialised = False  # once per run: the micro-batches of one accumulated step share its number
         self._logged_samples: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)  # images live in [0, 1] (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel)
+        self.val_psnr = PeakSignalNoiseRatio(
+            data_range=1.0
+        )  # images live in [0, 1] (the original's evaluation/vqlm_demo/vqvae_muse.py, open-muse's VQGANModel)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_code_usage = CodeUsage(vqgan_config.num_embeddings)
 
@@ -297,19 +336,22 @@ class VQGANLitModule(pl.LightningModule):
         losses = self._weighted_losses(images, reconstructions, vq_loss)
         if step is not None and self.gan_active(step):
             g_loss = generator_loss(self.discriminator(reconstructions), self.hparams.disc_loss)
-            d_weight = adaptive_weight(losses["nll"], g_loss, self.vqgan.decoder.conv_out.weight,
-                                       self.hparams.disc_weight)
+            d_weight = adaptive_weight(
+                losses["nll"], g_loss, self.vqgan.decoder.conv_out.weight, self.hparams.disc_weight
+            )
             losses["loss"] = losses["loss"] + d_weight * g_loss
             losses |= {"g_loss": g_loss, "d_weight": d_weight}
         return losses | {"codes": codes, "latents": latents, "reconstructions": reconstructions}
 
-    def _weighted_losses(self, images: torch.Tensor, reconstructions: torch.Tensor,
-                         vq_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _weighted_losses(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, vq_loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """loss = nll + codebook_weight·vq_loss, nll = rec_loss (+ perceptual_weight·LPIPS),
         rec_loss = l1_weight·L1 + l2_weight·L2."""
         hp = self.hparams
-        rec_loss = (hp.l1_weight * F.l1_loss(reconstructions, images)
-                    + hp.l2_weight * F.mse_loss(reconstructions, images))
+        rec_loss = hp.l1_weight * F.l1_loss(reconstructions, images) + hp.l2_weight * F.mse_loss(
+            reconstructions, images
+        )
         out = {"rec_loss": rec_loss, "vq_loss": vq_loss}
         nll = rec_loss
         if self.perceptual is not None:
@@ -329,12 +371,19 @@ class VQGANLitModule(pl.LightningModule):
         if step == start and not self._codebook_initialised:
             self.initialise_codebook(images)
             self._codebook_initialised = True
-        out = (self.compute_losses(images, step=step) if self.automatic_optimization
-               else self._manual_step(images, step))
+        out = self.compute_losses(images, step=step) if self.automatic_optimization else self._manual_step(images, step)
         n = images.shape[0]  # explicit: Lightning cannot infer it from a TensorDataset's tuple batch
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
-        for name in ("rec_loss", "vq_loss", "perceptual_loss", "g_loss", "d_weight", "d_loss", "logits_real",
-                     "logits_fake"):
+        for name in (
+            "rec_loss",
+            "vq_loss",
+            "perceptual_loss",
+            "g_loss",
+            "d_weight",
+            "d_loss",
+            "logits_real",
+            "logits_fake",
+        ):
             if name in out:
                 self.log(f"train/{name}", out[name], batch_size=n)
         if out["codes"] is None:  # autoencoder warm-up: no codebook yet
@@ -364,8 +413,11 @@ class VQGANLitModule(pl.LightningModule):
                 # optimization every LightningOptimizer.step advances global_step (Lightning issue
                 # 17958), which would make max_steps, checkpoints and disc_start count twice per batch.
                 self.trainer.strategy.optimizer_step(opt_disc.optimizer, closure=_no_closure)
-            out |= {"d_loss": d_loss.detach(), "logits_real": logits_real.detach().mean(),
-                    "logits_fake": logits_fake.detach().mean()}
+            out |= {
+                "d_loss": d_loss.detach(),
+                "logits_real": logits_real.detach().mean(),
+                "logits_fake": logits_fake.detach().mean(),
+            }
         out["loss"] = out["loss"].detach()
         return out
 
@@ -436,8 +488,11 @@ class VQGANLitModule(pl.LightningModule):
         steps done. Identical on every process."""
         step = self.global_step if step is None else step
         # Codes used on any process count as alive (a no-op without distributed training).
-        last_used = (self.trainer.strategy.reduce(self.code_last_used.clone(), reduce_op="max")
-                     if self._distributed else self.code_last_used)
+        last_used = (
+            self.trainer.strategy.reduce(self.code_last_used.clone(), reduce_op="max")
+            if self._distributed
+            else self.code_last_used
+        )
         dead = torch.nonzero(last_used < step - window).flatten()
         if dead.numel() == 0:
             return 0
@@ -521,16 +576,18 @@ class VQGANLitModule(pl.LightningModule):
         """AdamW over the VQGAN (minus an EMA-driven codebook), plus one over the discriminator."""
         hp = self.hparams
         parameters = [p for p in self.vqgan.parameters() if p.requires_grad]
-        opt_vqgan = torch.optim.AdamW(parameters, lr=hp.learning_rate, betas=tuple(hp.betas),
-                                      weight_decay=hp.weight_decay)
+        opt_vqgan = torch.optim.AdamW(
+            parameters, lr=hp.learning_rate, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
         if self.discriminator is None:
             if not hp.lr_decay_steps:
                 return opt_vqgan
             # Sized from the config, not trainer.estimated_stepping_batches (Lightning issue 20550).
             schedule = warmup_cosine_scheduler(opt_vqgan, hp.lr_warmup_steps, hp.lr_decay_steps, hp.end_lr)
             return {"optimizer": opt_vqgan, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        opt_disc = torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
-                                     weight_decay=hp.weight_decay)
+        opt_disc = torch.optim.AdamW(
+            self.discriminator.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
         return [opt_vqgan, opt_disc]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -560,11 +617,15 @@ def _check_options(**options) -> None:
         if o[name] < 0:
             problems.append(f"{name} must be >= 0, got {o[name]}")
     if o["lr_decay_steps"] and o["lr_decay_steps"] < o["lr_warmup_steps"]:
-        problems.append(f"lr_decay_steps ({o['lr_decay_steps']}) must be >= lr_warmup_steps "
-                        f"({o['lr_warmup_steps']}), or 0 for a constant learning rate")
+        problems.append(
+            f"lr_decay_steps ({o['lr_decay_steps']}) must be >= lr_warmup_steps "
+            f"({o['lr_warmup_steps']}), or 0 for a constant learning rate"
+        )
     if o["lr_decay_steps"] and o["disc_weight"] > 0:
-        problems.append("a learning-rate schedule (lr_decay_steps > 0) is not supported with the discriminator "
-                        "(disc_weight > 0): its two optimizers keep a constant lr")
+        problems.append(
+            "a learning-rate schedule (lr_decay_steps > 0) is not supported with the discriminator "
+            "(disc_weight > 0): its two optimizers keep a constant lr"
+        )
     if not 0.0 <= o["codebook_ema_decay"] < 1.0:
         problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {o['codebook_ema_decay']}")
     for name in ("perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):

@@ -28,12 +28,31 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
 from lvm.core.weights import load_state_dict_file
 
 # torchvision's VGG16 ("configuration D"): conv widths, "M" = 2×2 max-pool. Each conv is followed
 # by a ReLU, so a conv sits at an even index of `features` and its ReLU right after it.
-VGG16_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                                       512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_LAYOUT: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 # LPIPS taps `features` after these indices: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 LPIPS_TAPS = (3, 8, 15, 22, 29)
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
@@ -125,15 +144,24 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_state_dict_file(path)
 
 
-def _check_keys(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                what: str) -> None:
+def _check_keys(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise a ValueError naming the file and every missing, unexpected or wrongly shaped key."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs expected {tuple(expected[k].shape)}"
-                        for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
-    problems = [f"{label} {keys}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs expected {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label} {keys}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if keys
+    ]
     if problems:
         raise ValueError(f"{path}: not {what}: " + "; ".join(problems))
 
@@ -161,8 +189,10 @@ def load_lpips(vgg_path: str | Path, heads_path: str | Path | None = None) -> LP
     if heads_path is None:
         heads_path = bundled_lpips_heads()
         if heads_path is None:
-            raise FileNotFoundError("LPIPS heads: no heads file given (lpips_heads_path) and torchmetrics' bundled "
-                                    "lpips_models/vgg.pth was not found; pass lpips' vgg.pth")
+            raise FileNotFoundError(
+                "LPIPS heads: no heads file given (lpips_heads_path) and torchmetrics' bundled "
+                "lpips_models/vgg.pth was not found; pass lpips' vgg.pth"
+            )
     heads_path = Path(heads_path)
     heads_state = read_weights(heads_path)
     expected_heads = {k: v for k, v in model.state_dict().items() if k.startswith("lin")}

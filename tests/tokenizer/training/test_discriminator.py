@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvm.tokenizer.training.discriminator import NLayerDiscriminator, adaptive_weight, discriminator_loss, generator_loss
+from lvm.tokenizer.training.discriminator import (
+    NLayerDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
 
 
 @pytest.mark.parametrize(("n_layers", "side"), [(1, 14), (2, 6), (3, 2)])

@@ -28,9 +28,16 @@ def test_reconstruction_psnr_is_the_uint8_round_trip_psnr(model):
 
 
 def test_fit_tokenizer_trains_logs_and_returns_an_eval_model(tmp_path, config):
-    model, metrics = fit_tokenizer(uint8_images(8), uint8_images(4, seed=1), config.to_dict(), max_steps=3,
-                                   batch_size=4, learning_rate=1e-3, default_root_dir=tmp_path,
-                                   enable_progress_bar=False)
+    model, metrics = fit_tokenizer(
+        uint8_images(8),
+        uint8_images(4, seed=1),
+        config.to_dict(),
+        max_steps=3,
+        batch_size=4,
+        learning_rate=1e-3,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+    )
     assert isinstance(model, VQGANModel) and not model.training and model.config == config
     assert set(metrics) == {"psnr", "codebook_usage", "code_perplexity"}
     assert metrics["psnr"] == pytest.approx(reconstruction_psnr(model, uint8_images(4, seed=1)))
@@ -42,5 +49,6 @@ def test_fit_tokenizer_refuses_images_of_the_wrong_size(tmp_path, config):
     with pytest.raises(ValueError, match="resolution 32"):
         fit_tokenizer(uint8_images(4, size=64), uint8_images(2), config, max_steps=1, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match="uint8"):
-        fit_tokenizer(uint8_images(4).astype(np.float32), uint8_images(2), config, max_steps=1,
-                      default_root_dir=tmp_path)
+        fit_tokenizer(
+            uint8_images(4).astype(np.float32), uint8_images(2), config, max_steps=1, default_root_dir=tmp_path
+        )

@@ -24,14 +24,23 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
         image = start + (end - start) * ramp.view(1, 1, size)
         image = image.expand(3, size, size).clone()
         y, x = torch.randint(0, size - 8, (2,), generator=generator).tolist()
-        image[:, y:y + 8, x:x + 8] = torch.rand(3, 1, 1, generator=generator)
+        image[:, y : y + 8, x : x + 8] = torch.rand(3, 1, 1, generator=generator)
         images.append(image)
     return torch.stack(images)
 
 
 def trainer(max_steps: int, **kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def test_thirty_steps_lower_the_reconstruction_loss(config):
@@ -146,10 +155,11 @@ def test_hyperparameters_and_checkpoint_load_with_weights_only(tmp_path, config)
 
 # --- codebook init and EMA --------------------------------------------------------------------------
 
+
 def test_kmeans_finds_separated_clusters():
     generator = torch.Generator().manual_seed(0)
     means = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
-    points = (means.repeat_interleave(50, dim=0) + 0.1 * torch.randn(200, 2, generator=generator))
+    points = means.repeat_interleave(50, dim=0) + 0.1 * torch.randn(200, 2, generator=generator)
     centers = kmeans(points, 4, iterations=10, generator=torch.Generator().manual_seed(3))
     nearest = torch.cdist(means, centers).min(dim=1).values
     assert float(nearest.max()) < 0.1  # one centre on each cluster's mean
@@ -220,8 +230,7 @@ def test_ema_moves_a_code_towards_the_mean_of_its_latents_by_the_formula(config)
 
 def test_kmeans_ema_and_restarts_run_inside_training_and_resume(tmp_path, config):
     torch.manual_seed(0)
-    module = VQGANLitModule(config.to_dict(), codebook_init="kmeans", codebook_ema_decay=0.9,
-                            dead_code_restart_every=2)
+    module = VQGANLitModule(config.to_dict(), codebook_init="kmeans", codebook_ema_decay=0.9, dead_code_restart_every=2)
     initial = module.vqgan.quantize.embedding.weight.detach().clone()
     fit = trainer(2, limit_val_batches=0)
     fit.fit(module, DataLoader(TensorDataset(smooth_images(4)), batch_size=4))
@@ -236,10 +245,16 @@ def test_kmeans_ema_and_restarts_run_inside_training_and_resume(tmp_path, config
 
 # --- perceptual loss, discriminator -----------------------------------------------------------------
 
+
 def test_perceptual_loss_enters_the_loss_and_stays_out_of_checkpoints(tmp_path, config, lpips_files):
     vgg_path, heads_path = lpips_files
-    module = VQGANLitModule(config.to_dict(), perceptual_weight=0.5, lpips_vgg_path=str(vgg_path),
-                            lpips_heads_path=str(heads_path), l2_weight=0.0)
+    module = VQGANLitModule(
+        config.to_dict(),
+        perceptual_weight=0.5,
+        lpips_vgg_path=str(vgg_path),
+        lpips_heads_path=str(heads_path),
+        l2_weight=0.0,
+    )
     images = smooth_images(2)
     out = module.compute_losses(images)
     lpips = module.perceptual(out["reconstructions"], images).mean()
@@ -279,8 +294,9 @@ class DiscriminatorSnapshots(pl.Callback):
 
 def test_discriminator_trains_from_disc_start_and_resumes(tmp_path, config):
     torch.manual_seed(0)
-    module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, disc_weight=0.5, disc_start=2, disc_channels=8,
-                            disc_layers=2)
+    module = VQGANLitModule(
+        config.to_dict(), learning_rate=1e-3, disc_weight=0.5, disc_start=2, disc_channels=8, disc_layers=2
+    )
     assert not module.automatic_optimization
     initial = [p.detach().clone() for p in module.discriminator.parameters()]
     snapshots = DiscriminatorSnapshots()
@@ -302,7 +318,8 @@ def test_discriminator_trains_from_disc_start_and_resumes(tmp_path, config):
     plain = out["rec_loss"] + out["vq_loss"]
     assert torch.allclose(out["loss"], plain + out["d_weight"] * out["g_loss"])
     assert float(module.compute_losses(smooth_images(2), step=1)["loss"]) == pytest.approx(
-        float(plain), rel=1e-5)  # before disc_start: no GAN term (same images, same weights)
+        float(plain), rel=1e-5
+    )  # before disc_start: no GAN term (same images, same weights)
 
     path = tmp_path / "gan.ckpt"
     fit.save_checkpoint(path)
@@ -315,6 +332,7 @@ def test_discriminator_trains_from_disc_start_and_resumes(tmp_path, config):
 
 # --- validation logging -----------------------------------------------------------------------------
 
+
 def test_validation_logs_ssim_and_a_reconstruction_grid_to_tensorboard(tmp_path, model, config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torchmetrics.functional.image import structural_similarity_index_measure
@@ -323,13 +341,15 @@ def test_validation_logs_ssim_and_a_reconstruction_grid_to_tensorboard(tmp_path,
     module.vqgan.load_state_dict(model.state_dict())
     images = smooth_images(4)
     logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="tb", version="")
-    validator = pl.Trainer(accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
-                           enable_model_summary=False)
+    validator = pl.Trainer(
+        accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False, enable_model_summary=False
+    )
     metrics = validator.validate(module, DataLoader(TensorDataset(images), batch_size=4), verbose=False)[0]
     with torch.no_grad():
         x_hat = model.decode_code(model.get_code(images)).clamp(0, 1)
-    assert metrics["val/ssim"] == pytest.approx(float(structural_similarity_index_measure(x_hat, images,
-                                                                                         data_range=1.0)), abs=1e-5)
+    assert metrics["val/ssim"] == pytest.approx(
+        float(structural_similarity_index_measure(x_hat, images, data_range=1.0)), abs=1e-5
+    )
     logger.experiment.flush()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
@@ -354,8 +374,14 @@ def test_autoencoder_warmup_then_kmeans_codebook_from_pooled_latents(config):
     at quantize_start the codebook is set to k-means of that batch's latents and the
     kmeans_batches − 1 batches before it; from then on the model quantises."""
     torch.manual_seed(0)
-    module = VQGANLitModule(config.to_dict(), learning_rate=1e-3, quantize_start=3, codebook_init="kmeans",
-                            kmeans_batches=2, dead_code_restart_every=2)
+    module = VQGANLitModule(
+        config.to_dict(),
+        learning_rate=1e-3,
+        quantize_start=3,
+        codebook_init="kmeans",
+        kmeans_batches=2,
+        dead_code_restart_every=2,
+    )
     images = smooth_images(4)
     with torch.no_grad():
         warm = module.compute_losses(images, step=2)
@@ -377,15 +403,17 @@ def test_autoencoder_warmup_then_kmeans_codebook_from_pooled_latents(config):
     class Watch(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             weight = pl_module.vqgan.quantize.embedding.weight
-            seen[trainer.global_step] = (torch.equal(weight, initial_codebook),
-                                         bool((pl_module.code_last_used >= 0).any()))
+            seen[trainer.global_step] = (
+                torch.equal(weight, initial_codebook),
+                bool((pl_module.code_last_used >= 0).any()),
+            )
 
     loader = DataLoader(TensorDataset(images), batch_size=2, shuffle=False)
     trainer(5, limit_val_batches=0, callbacks=[Watch()]).fit(module, loader)
     latent = config.latent_size
     assert seen["kmeans_points"] == (4, config.quantized_embed_dim, latent, latent)  # 2 batches of 2 images
     assert seen[1] == (True, False) and seen[3] == (True, False)  # warm-up steps 0-2: no codebook, no codes
-    assert seen[4][0] is False and seen[4][1] is True            # step 3 set the codebook and used codes
+    assert seen[4][0] is False and seen[4][1] is True  # step 3 set the codebook and used codes
     assert module._kmeans_pool == []
 
 

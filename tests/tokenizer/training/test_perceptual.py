@@ -67,8 +67,11 @@ def test_wrong_or_missing_keys_are_errors_naming_file_and_key(tmp_path, lpips_fi
     state["lin5.model.1.weight"] = state.pop("lin4.model.1.weight")
     bad = tmp_path / "bad_heads.pth"
     torch.save(state, bad)
-    with pytest.raises(ValueError, match=r"bad_heads\.pth.*missing keys \['lin4\.model\.1\.weight'\].*"
-                                         r"unexpected keys \['lin5\.model\.1\.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad_heads\.pth.*missing keys \['lin4\.model\.1\.weight'\].*"
+        r"unexpected keys \['lin5\.model\.1\.weight'\]",
+    ):
         load_lpips(vgg_path, bad)
     vgg = torch.load(vgg_path, weights_only=True)
     vgg["features.0.weight"] = vgg["features.0.weight"][:32]
