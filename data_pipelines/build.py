@@ -46,15 +46,8 @@ from lvm.core.devices import resolve_device
 from lvm.core.errors import report_user_errors
 from lvm.core.progress import ImagesPerSecond
 from lvm.data.image_sentences import ImageSentence, tokenize_sentences
-from lvm.data.shards import (
-    MANIFEST_NAME,
-    PROGRESS_DIR,
-    VisualSentence,
-    check_plan,
-    manifest_dict,
-    write_manifest,
-    write_shard_file,
-)
+from lvm.data.manifest import MANIFEST_NAME, PROGRESS_DIR, check_plan, manifest_dict, write_manifest
+from lvm.data.shards import VisualSentence, write_shard_file
 from lvm.media.skips import SkipCounter
 from lvm.tokenizer.checkpoint import find_weights_file, load_vqgan
 from lvm.tokenizer.vqgan import VQGANModel

@@ -55,17 +55,8 @@ from rich.progress import (
 from rich.text import Text
 
 from lvm.core.errors import report_user_errors
-from lvm.data.shards import (
-    DEFAULT_VOCAB_SIZE,
-    MANIFEST_NAME,
-    VisualSentence,
-    expand_sources,
-    iter_shard,
-    manifest_dict,
-    manifest_of,
-    write_manifest,
-    write_shard_file,
-)
+from lvm.data.manifest import MANIFEST_NAME, expand_sources, manifest_dict, manifest_of, write_manifest
+from lvm.data.shards import DEFAULT_VOCAB_SIZE, VisualSentence, iter_shard, write_shard_file
 
 # The fields a sample's json owns in our shards; a jsonl field of the same name is renamed jsonl_<name>.
 _RESERVED = ("kind", "source", "n_images", "tokens_per_image")

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lvm.core.errors import report_user_errors
-from lvm.data.shards import MANIFEST_NAME, read_manifest
+from lvm.data.manifest import MANIFEST_NAME, read_manifest
 
 
 def find_manifests(spec: str | Path) -> list[Path]:

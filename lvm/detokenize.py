@@ -18,7 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from lvm.core.errors import report_user_errors
-from lvm.data.shards import VisualSentence, expand_sources, iter_shard
+from lvm.data.manifest import expand_sources
+from lvm.data.shards import VisualSentence, iter_shard
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.grid import save_png, sentence_codes, sentence_grid
 

@@ -48,7 +48,8 @@ from lvm.core.atomic_files import write_json_atomic
 from lvm.core.devices import resolve_device, resolve_precision
 from lvm.core.errors import report_user_errors
 from lvm.core.progress import ImagesPerSecond
-from lvm.data.shards import PROGRESS_DIR, VisualSentence, check_plan, manifest_dict, write_manifest, write_shard_file
+from lvm.data.manifest import PROGRESS_DIR, check_plan, manifest_dict, write_manifest
+from lvm.data.shards import VisualSentence, write_shard_file
 from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 from lvm.media.images import ImageReadError, read_image_array
 from lvm.media.skips import BadInputError

@@ -15,7 +15,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from data_pipelines.synthetic import write_video_file
-from lvm.data.shards import read_manifest, read_sentences
+from lvm.data.manifest import read_manifest
+from lvm.data.shards import read_sentences
 from lvm.media.skips import BadInputError
 from lvm.tokenize import list_inputs, plan_shards, tokenize
 from lvm.tokenizer import load_image, load_vqgan

@@ -12,7 +12,6 @@ with a manifest holds a complete, consistent shard set.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
@@ -26,12 +25,9 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from lvm.core.atomic_files import write_json_atomic
+from lvm.data.manifest import MANIFEST_NAME, expand_sources, manifest_dict, write_manifest
+from lvm.data.tar_reader import shard_samples
 
-MANIFEST_NAME = "manifest.json"
-PROGRESS_DIR = "progress"  # per-shard summaries of a resumable writer
-PLAN_NAME = "plan.json"  # what a resumable writer's shards were made from (check_plan)
-MANIFEST_VERSION = 1
 DEFAULT_VOCAB_SIZE = 8292  # 8192 VQ codes + 100 reserved ids (the original's EasyLM/models/llama/llama_model.py)
 # json fields the writer owns; everything else in a sample's json is the sentence's `meta`.
 _RESERVED_JSON_KEYS = ("kind", "source", "n_images", "tokens_per_image")
@@ -146,53 +142,6 @@ def write_shard_file(
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": path.name, "samples": len(sentences), "tokens": sum(kinds.values()), "kinds": kinds}
-
-
-def manifest_dict(
-    shards: list[dict[str, Any]],
-    kinds: dict[str, int],
-    tokens_per_image: int | None,
-    vocab_size: int,
-    config: dict | None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The manifest.json object of a shard set (`shards`: {"path", "samples", "tokens"} each)."""
-    return {
-        "version": MANIFEST_VERSION,
-        "shards": [{k: shard[k] for k in ("path", "samples", "tokens")} for shard in shards],
-        "samples": sum(s["samples"] for s in shards),
-        "tokens": sum(s["tokens"] for s in shards),
-        "kinds": kinds,
-        "tokens_per_image": tokens_per_image,
-        "vocab_size": vocab_size,
-        "config": config,
-        **extra,
-    }
-
-
-def check_plan(out_dir: str | os.PathLike, plan: dict[str, Any]) -> None:
-    """Write `<out_dir>/plan.json`, or check a rerun's `plan` against the one there. A resumable writer
-    keeps its finished shards only when what decides their content (inputs, settings, tokenizer) is
-    unchanged; any difference is an error naming each changed field, old and new."""
-    path = Path(out_dir) / PLAN_NAME
-    if not path.exists():
-        write_json_atomic(path, plan)
-        return
-    old = json.loads(path.read_text())
-    changed = [k for k in sorted(plan.keys() | old.keys()) if old.get(k) != plan.get(k)]
-    if changed:
-        described = "; ".join(f"{k}: was {old.get(k)!r}, now {plan.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{path}: this output folder was started with another {', '.join(changed)} "
-            f"({described}); use a new output_dir or delete this one to start again"
-        )
-
-
-def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write `out_dir`/manifest.json atomically; returns its path."""
-    path = Path(out_dir) / MANIFEST_NAME
-    write_json_atomic(path, manifest)
-    return path
 
 
 class ShardWriter:
@@ -314,137 +263,10 @@ class ShardWriter:
             self.abort()
 
 
-# -- reading ----------------------------------------------------------------------------------------
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check a manifest; shard paths come back absolute and are checked to exist."""
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: manifest does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-
-    def need(obj: dict, name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-        if name not in obj:
-            raise ValueError(f"{path}: missing field '{where}{name}'")
-        value = obj[name]
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise ValueError(f"{path}: field '{where}{name}' is {value!r}, expected {getattr(kind, '__name__', kind)}")
-        return value
-
-    version = need(manifest, "version", int)
-    if version != MANIFEST_VERSION:
-        raise ValueError(f"{path}: field 'version' is {version}, this reader knows version {MANIFEST_VERSION}")
-    shards = need(manifest, "shards", list)
-    for name, kind in (("samples", int), ("tokens", int), ("kinds", dict), ("vocab_size", int)):
-        need(manifest, name, kind)
-    need(manifest, "tokens_per_image", (int, type(None)))  # None only for an empty shard set
-    base = path.parent.resolve()
-    out_shards = []
-    for i, shard in enumerate(shards):
-        if not isinstance(shard, dict):
-            raise ValueError(f"{path}: field 'shards[{i}]' is {shard!r}, expected an object")
-        rel = need(shard, "path", str, f"shards[{i}].")
-        need(shard, "samples", int, f"shards[{i}].")
-        need(shard, "tokens", int, f"shards[{i}].")
-        full = base / rel
-        if not full.is_file():
-            raise FileNotFoundError(f"{path}: field 'shards[{i}].path' names {full}, which does not exist")
-        out_shards.append({**shard, "path": str(full)})
-    return {**manifest, "shards": out_shards}
-
-
-def expand_sources(spec: str | os.PathLike) -> list[str]:
-    """Shard paths (sorted) of a manifest.json, a directory holding one, a glob, or brace notation."""
-    spec = os.path.expanduser(str(spec))
-    if os.path.isdir(spec):
-        manifest = os.path.join(spec, MANIFEST_NAME)
-        if not os.path.isfile(manifest):
-            raise FileNotFoundError(f"{spec}: directory has no {MANIFEST_NAME} (unfinished or not a shard set)")
-        paths = [s["path"] for s in read_manifest(manifest)["shards"]]
-    elif spec.endswith(".json"):
-        paths = [s["path"] for s in read_manifest(spec)["shards"]]
-    else:
-        paths = []
-        # webdataset's own expansion: brace ranges and '::'-joined lists, then globs per pattern.
-        for pattern in wds.shardlists.expand_urls(spec):
-            matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern] if os.path.exists(pattern) else []
-            paths.extend(matches)
-    if not paths:
-        raise FileNotFoundError(f"{spec}: no shards found")
-    return sorted(set(paths))
-
-
-def manifest_of(spec: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest behind a source spec, or None for globs and brace lists."""
-    spec = os.path.expanduser(str(spec))
-    if os.path.isdir(spec):
-        spec = os.path.join(spec, MANIFEST_NAME)
-    return read_manifest(spec) if spec.endswith(".json") else None
-
-
-class _NotPlainTar(Exception):
-    """The shard uses tar features the fast reader leaves to webdataset (long names, pax headers)."""
-
-
-def _plain_tar_samples(path: str) -> list[dict[str, Any]]:
-    """Samples {"__key__", suffix: bytes} of a tar of plain ustar regular files, as webdataset's
-    TarWriter writes our shards, grouped by key as webdataset groups them (name up to its first dot).
-
-    Why not webdataset here: its reader goes through Python's tarfile, whose header parsing was 73 %
-    of the DataModule's time (benchmarks/bench_data.py); reading the file at once and taking only
-    name, size and type from each 512-byte header is 7-9x faster. Anything else (pax or GNU headers,
-    links, directories) raises _NotPlainTar before a sample is returned, and webdataset reads it.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    samples: list[dict[str, Any]] = []
-    offset = 0
-    while offset + 512 <= len(data):
-        header = data[offset : offset + 512]
-        if header.count(0) == 512:  # end-of-archive block
-            return samples
-        # The checksum counts its own 8-byte field as spaces (POSIX ustar).
-        stored = header[148:156].rstrip(b"\0 ")
-        if not stored or int(stored, 8) != sum(header[:148]) + 256 + sum(header[156:]):
-            raise ValueError(f"{path}: corrupt tar header at byte {offset} (checksum mismatch)")
-        if header[156:157] not in (b"0", b"\0") or header[345:500].strip(b"\0") or header[124] & 0x80:
-            raise _NotPlainTar
-        name = header[:100].rstrip(b"\0").decode()
-        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
-        start = offset + 512
-        if start + size > len(data):
-            raise ValueError(f"{path}: truncated: member {name} needs {size} bytes, {len(data) - start} left")
-        key, _, suffix = os.path.basename(name).partition(".")
-        key = os.path.join(os.path.dirname(name), key) if os.path.dirname(name) else key
-        if not samples or samples[-1]["__key__"] != key:
-            samples.append({"__key__": key})
-        samples[-1][suffix] = data[start : start + size]
-        offset = start + (size + 511) // 512 * 512
-    if offset != len(data) or samples:
-        # A tar ends with zero blocks; running out of bytes without one means the file was cut.
-        raise ValueError(f"{path}: truncated: no end-of-archive marker after {len(samples)} samples")
-    return samples
-
-
-def _shard_samples(path: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one shard: the fast plain-tar reader, or webdataset for any other tar."""
-    try:
-        yield from _plain_tar_samples(path)
-        return
-    except _NotPlainTar:
-        pass
-    # One explicit file: no node/worker splitting and no shuffling here; callers own both.
-    yield from wds.WebDataset(path, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
-
-
 def iter_shard(path: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Iterator[VisualSentence]:
     """The sentences of one shard, in stored order; malformed samples raise naming shard and key."""
     path = str(path)
-    for sample in _shard_samples(path):
+    for sample in shard_samples(path):
         key = sample["__key__"]
         if "tokens.npy" not in sample:
             members = sorted(k for k in sample if not k.startswith("_"))

@@ -21,12 +21,9 @@ per example) and `<stem>.json` (the summary), both written atomically.
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
 import math
 import os
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +35,11 @@ from rich.progress import track
 from rich.table import Table
 
 from lvm.core.atomic_files import write_csv_atomic, write_json_atomic
-from lvm.core.jsonl import iter_json_objects
+from lvm.eval.examples import ImageExample
 from lvm.eval.heldout import model_nll
-from lvm.media.clips import clip_indices, clip_span, sample_clip_start
-from lvm.media.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files, read_file_list, split_path_list
-from lvm.media.images import ImageReadError, load_image, uint8_to_tensor
-from lvm.media.skips import BadInputError, SkipCounter
-from lvm.media.video import read_video_frames
+from lvm.eval.prompt_lines import load_prompt_images, read_prompt_lines
+from lvm.eval.video_clips import find_videos, load_video_clips
+from lvm.media.skips import SkipCounter
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.vqgan import VQGANModel
@@ -178,17 +173,6 @@ def summarize(scores: Sequence[ExampleScore]) -> dict:
 # --- encoding --------------------------------------------------------------------------------------
 
 
-@dataclass
-class ImageExample:
-    """One example as pixels: context (n_in, 3, R, R) and target (n_target, 3, R, R) in [0, 1]."""
-
-    id: str
-    where: str
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    meta: dict = field(default_factory=dict)
-
-
 def encode_examples(
     vqgan: VQGANModel, examples: Iterable[ImageExample], images_per_batch: int = 64
 ) -> Iterator[CodedExample]:
@@ -225,257 +209,7 @@ def encode_examples(
 # --- image examples: the original's jsonl ---------------------------------------------------------
 
 
-class BadPromptError(ValueError):
-    """A jsonl line that cannot be scored; the message names the file, the line and the field."""
-
-
-@dataclass
-class PromptLine:
-    """One jsonl line: its number (1-based) and the resolved image paths of its two fields."""
-
-    line: int
-    inputs: list[Path]
-    targets: list[Path]
-
-
-def _paths_field(record: dict, key: str, base: Path, where: str) -> list[Path]:
-    if key not in record:
-        raise BadPromptError(f"{where}: no field '{key}' (fields: {sorted(record)})")
-    value = record[key]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise BadPromptError(f"{where}: field '{key}' must be a list of image paths, got {json.dumps(value)[:200]}")
-    if not value:
-        raise BadPromptError(f"{where}: field '{key}' is an empty list")
-    return [base / v for v in value]
-
-
-def read_prompt_lines(
-    path: str | os.PathLike,
-    base_dir: str | os.PathLike | None = None,
-    input_key: str = "input",
-    target_key: str = "target",
-    skips: SkipCounter | None = None,
-) -> list[PromptLine]:
-    """The examples of a jsonl file; blank lines are ignored. A malformed line raises BadPromptError,
-    or with `skips` is recorded there (as "<file>:<line>") and left out."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts: {path} is not a file")
-    base = Path(base_dir) if base_dir is not None else path.parent
-    prompts = []
-    for number, where, record in iter_json_objects(path):
-        if skips is not None:
-            skips.saw()
-        try:
-            if isinstance(record, ValueError):
-                raise BadPromptError(str(record))
-            prompts.append(
-                PromptLine(
-                    number, _paths_field(record, input_key, base, where), _paths_field(record, target_key, base, where)
-                )
-            )
-        except BadPromptError as err:
-            if skips is None:
-                raise
-            skips.skip(where, str(err).removeprefix(f"{where}: "))
-    return prompts
-
-
-def _load_field(paths: Sequence[Path], key: str, size: int, where: str) -> torch.Tensor:
-    images = []
-    for i, image_path in enumerate(paths):
-        try:
-            images.append(load_image(image_path, size=size))
-        except (ImageReadError, OSError) as err:
-            reason = f"{image_path}: no such file" if isinstance(err, FileNotFoundError) else str(err)
-            raise BadPromptError(f"{where}: field '{key}'[{i}]: {reason}") from err
-    return torch.stack(images)
-
-
-def load_prompt_images(
-    prompts: Iterable[PromptLine],
-    jsonl: str | os.PathLike,
-    size: int,
-    input_key: str = "input",
-    target_key: str = "target",
-    skips: SkipCounter | None = None,
-) -> Iterator[ImageExample]:
-    """The images of each line at `size`×`size` (as the original prepares VQGAN input). An unreadable
-    image raises BadPromptError naming file, line and field, or with `skips` is recorded and its line
-    left out."""
-    for prompt in prompts:
-        where = f"{jsonl}:{prompt.line}"
-        try:
-            inputs = _load_field(prompt.inputs, input_key, size, where)
-            targets = _load_field(prompt.targets, target_key, size, where)
-        except BadPromptError as err:
-            if skips is None:
-                raise
-            skips.skip(where, str(err).removeprefix(f"{where}: "))
-            continue
-        yield ImageExample(
-            id=str(prompt.line),
-            where=where,
-            inputs=inputs,
-            targets=targets,
-            meta={"line": prompt.line, "n_input_images": len(inputs), "n_target_images": len(targets)},
-        )
-
-
 # --- video examples ----------------------------------------------------------------------------------
-
-
-@dataclass
-class VideoSource:
-    """A video file (`frames` None) or a frame folder (`frames`: its images in natural order). `key`
-    names it in results and seeds its clip start, so a clip does not depend on the other videos."""
-
-    key: str
-    path: str
-    frames: list[str] | None = None
-
-
-def _frame_files(folder: str) -> list[str]:
-    return list_files(folder, IMAGE_EXTENSIONS, recursive=False)
-
-
-def _sources_in_folder(root: str) -> list[VideoSource]:
-    """Every video file under `root`, and every folder under it (itself included) that holds images."""
-    sources: list[VideoSource] = []
-    frame_folders: set[str] = set()
-    for path in list_files(root, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
-        if path.lower().endswith(VIDEO_EXTENSIONS):
-            sources.append(VideoSource(key=os.path.relpath(path, root), path=path))
-        else:
-            folder = os.path.dirname(path)
-            if folder not in frame_folders:
-                frame_folders.add(folder)
-                key = os.path.relpath(folder, root)
-                key = os.path.basename(os.path.normpath(root)) if key == "." else key
-                sources.append(VideoSource(key=key, path=folder, frames=_frame_files(folder)))
-    return sources
-
-
-def find_videos(videos: str | os.PathLike | Iterable[str | os.PathLike]) -> list[VideoSource]:
-    """The videos `videos` names: a folder gives every video file and every frame folder (a folder
-    holding images) under it; a glob its matching video files and folders; a `.txt` file the paths it
-    lists; a `::`-joined string or a list several of these. Anything else stands for itself."""
-    sources: list[VideoSource] = []
-
-    def add_path(path: str) -> None:
-        if os.path.isdir(path):
-            sources.append(
-                VideoSource(key=os.path.basename(os.path.normpath(path)), path=path, frames=_frame_files(path))
-            )
-        else:
-            sources.append(VideoSource(key=os.path.basename(path), path=path))
-
-    for entry in split_path_list(videos):
-        entry = os.path.expanduser(entry)
-        if os.path.isdir(entry):
-            sources += _sources_in_folder(entry)
-        elif entry.endswith(".txt") and os.path.isfile(entry):
-            for path in read_file_list(entry):
-                add_path(path)
-        elif glob.has_magic(entry):
-            for path in sorted(glob.glob(entry, recursive=True)):
-                if os.path.isdir(path) or path.lower().endswith(VIDEO_EXTENSIONS):
-                    add_path(path)
-        else:
-            add_path(entry)
-    return sources
-
-
-def clip_start(n_available: int, n_frames: int, stride: int, seed: int, key: str) -> int | None:
-    """The clip's first frame, uniform over the starts where it fits, drawn from
-    `random.Random(f"{seed}:{key}")` (the same on every machine); None when the clip does not fit."""
-    return sample_clip_start(n_available, n_frames, stride, random.Random(f"{seed}:{key}"))
-
-
-def read_clip(
-    source: VideoSource, n_frames: int, stride: int, seed: int, size: int, center_crop: float | None = None
-) -> tuple[torch.Tensor | None, dict]:
-    """The clip's frames (n_frames, 3, size, size) in [0, 1] and {"start", "stride", "n_frames_available"};
-    frames None when the video is too short. Video files are decoded whole (at `size`, or at full size
-    and their crop) and resized with OpenCV, as the original reads videos (`read_video_frames`);
-    frame-folder images are read with PIL, as the original prepares images (`load_image`). Unreadable input raises
-    BadInputError naming it."""
-    if source.frames is not None:
-        n_available = len(source.frames)
-        start = clip_start(n_available, n_frames, stride, seed, source.key)
-        frames = None
-        if start is not None:
-            try:
-                frames = torch.stack(
-                    [
-                        load_image(source.frames[i], size=size, center_crop=center_crop)
-                        for i in clip_indices(start, n_frames, stride)
-                    ]
-                )
-            except (ImageReadError, OSError) as err:
-                raise BadInputError(source.path, str(err)) from err
-    else:
-        if not os.path.isfile(source.path):
-            raise BadInputError(source.path, "no such file or folder")
-        decoded = read_video_frames(source.path, size, center_crop)
-        n_available = len(decoded)
-        start = clip_start(n_available, n_frames, stride, seed, source.key)
-        frames = (
-            None
-            if start is None
-            else torch.stack([uint8_to_tensor(decoded[i]) for i in clip_indices(start, n_frames, stride)])
-        )
-    return frames, {"start": start, "stride": stride, "n_frames_available": n_available}
-
-
-def load_video_clips(
-    sources: Iterable[VideoSource],
-    size: int,
-    n_context_frames: int = 15,
-    n_target_frames: int = 1,
-    stride: int = 8,
-    seed: int = 0,
-    center_crop: float | None = None,
-    skips: SkipCounter | None = None,
-    skip_bad: bool = False,
-) -> Iterator[ImageExample]:
-    """One example per video: the first `n_context_frames` frames of its clip as context, the last
-    `n_target_frames` as targets. Too-short videos are recorded in `skips` and left out; unreadable
-    ones raise BadInputError unless `skip_bad` (then recorded too)."""
-    for name, value in {
-        "n_context_frames": n_context_frames,
-        "n_target_frames": n_target_frames,
-        "stride": stride,
-    }.items():
-        if value < 1:
-            raise ValueError(f"{name} must be ≥ 1, got {value}")
-    skips = skips if skips is not None else SkipCounter()
-    n_frames = n_context_frames + n_target_frames
-    for source in sources:
-        skips.saw()
-        try:
-            frames, meta = read_clip(source, n_frames, stride, seed, size, center_crop)
-        except BadInputError as err:
-            if not skip_bad:
-                raise
-            skips.skip(source.path, err.reason)
-            continue
-        if frames is None:
-            skips.skip(
-                source.path,
-                f"too short: {meta['n_frames_available']} frames, a clip of {n_frames} "
-                f"at stride {stride} needs {clip_span(n_frames, stride)}",
-            )
-            continue
-        yield ImageExample(
-            id=source.key,
-            where=source.path,
-            inputs=frames[:n_context_frames],
-            targets=frames[n_context_frames:],
-            meta={"path": source.path, **meta},
-        )
 
 
 # --- results -----------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lvm.data.shards import DEFAULT_VOCAB_SIZE, expand_sources, iter_shard
+from lvm.data.manifest import expand_sources
+from lvm.data.shards import DEFAULT_VOCAB_SIZE, iter_shard
 from lvm.eval.prompt_quality import set_psnr, task_of
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import continue_image_codes, restrict_to_codebook

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lvm.core.errors import RefusedCheckpointError, UserError, one_line, report_user_errors, user_error_in
-from lvm.data.shards import read_manifest
+from lvm.data.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lvm.data.datamodule import CorruptShardWarning, MixtureDataModule
+from lvm.data.datamodule import MixtureDataModule
 from lvm.data.shards import ShardWriter, VisualSentence
+from lvm.data.streams import CorruptShardWarning
 
 TOKENS_PER_IMAGE = 4
 IMAGES = 4

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from lvm.data.shards import ShardWriter, VisualSentence, expand_sources, iter_shard, read_manifest, read_sentences
+from lvm.data.manifest import expand_sources, read_manifest
+from lvm.data.shards import ShardWriter, VisualSentence, iter_shard, read_sentences
 
 
 def sentence(i: int, kind: str = "video", n_images: int = 3, tokens_per_image: int = 4, **meta) -> VisualSentence:
@@ -173,7 +174,7 @@ def test_expand_sources_accepts_manifest_directory_glob_and_braces(tmp_path):
 
 
 def test_fast_tar_reader_gives_webdatasets_samples(tmp_path):
-    from lvm.data.shards import _plain_tar_samples
+    from lvm.data.tar_reader import plain_tar_samples
 
     write_set(tmp_path, [sentence(i, meta_value=i) for i in range(5)])
     shard = str(tmp_path / "shard-000000.tar")
@@ -181,7 +182,7 @@ def test_fast_tar_reader_gives_webdatasets_samples(tmp_path):
         {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
         for sample in wds.WebDataset(shard, shardshuffle=False, empty_check=False)
     ]
-    assert _plain_tar_samples(shard) == reference and len(reference) == 5
+    assert plain_tar_samples(shard) == reference and len(reference) == 5
 
 
 def test_tar_with_long_member_names_is_read_by_webdataset(tmp_path):

@@ -22,7 +22,8 @@ from data_pipelines.paired import paired_sentences
 from data_pipelines.sequences import sequence_sentences
 from data_pipelines.synthetic import write_video_file
 from data_pipelines.video import video_sentences
-from lvm.data.shards import read_manifest, read_sentences
+from lvm.data.manifest import read_manifest
+from lvm.data.shards import read_sentences
 from lvm.media.skips import BadInputError, SkipCounter
 from lvm.tokenizer import load_vqgan
 from tests.data_pipelines.inputs import write_random_bytes

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from data_pipelines.jsonl import BadLineError, export_jsonl, import_jsonl, main
-from lvm.data.shards import read_manifest, read_sentences
+from lvm.data.manifest import read_manifest
+from lvm.data.shards import read_sentences
 
 ROOT = Path(__file__).resolve().parents[2]
 TPI = 16  # tokens per image in these tests

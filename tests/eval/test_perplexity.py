@@ -15,12 +15,11 @@ from lvm.eval.perplexity import (
     ExampleScore,
     evaluate_perplexity,
     evaluate_video_perplexity,
-    find_videos,
-    read_clip,
     score_examples,
     summarize,
     target_nll,
 )
+from lvm.eval.video_clips import find_videos, read_clip
 from lvm.media.images import load_image
 from lvm.media.skips import BadInputError, SkippedInputWarning
 from lvm.tokenizer.codec import encode_images
