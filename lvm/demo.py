@@ -38,8 +38,8 @@ from lvm.media.images import images_to_tensor, tensor_to_uint8
 from lvm.media.skips import SkipCounter
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.codec import encode_images
+from lvm.tokenizer.training.code_usage import CodeUsage
 from lvm.tokenizer.training.fit import evaluate_tokenizer, fit_tokenizer
-from lvm.tokenizer.training.lit_module import CodeUsage
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
 from lvm.training.lit_module import LVMLitModule

@@ -80,8 +80,8 @@ def tiny_run(output_dir: Path, images: Path, *overrides: str):
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
         "callbacks.model_checkpoint.every_n_train_steps=10",
-        "module.dead_code_restart_every=10",
-        "module.num_logged_images=4",
+        "module.options.dead_code_restart_every=10",
+        "module.options.num_logged_images=4",
         *overrides,
     )
 
@@ -139,16 +139,20 @@ def test_tokenizer_experiments_compose(tmp_path, experiment):
     assert cfg.data.resolution == cfg.tokenizer.resolution
     if experiment == "tokenizer_lvm":
         assert cfg.tokenizer.num_embeddings == 8192 and cfg.trainer.precision == "bf16-mixed"
-        assert list(cfg.module.betas) == [0.5, 0.9] and cfg.module.disc_weight > 0 and cfg.module.disc_start > 0
-        assert cfg.module.perceptual_weight == 1.0 and OmegaConf.is_missing(cfg, "vgg16_weights")
+        assert (
+            list(cfg.module.options.betas) == [0.5, 0.9]
+            and cfg.module.options.disc_weight > 0
+            and cfg.module.options.disc_start > 0
+        )
+        assert cfg.module.options.perceptual_weight == 1.0 and OmegaConf.is_missing(cfg, "vgg16_weights")
         with pytest.raises(MissingMandatoryValue, match="lpips_vgg_path"):
             instantiate(cfg.module)  # the VGG16 path must be filled in before training
         filled = compose_tokenizer(f"experiment={experiment}", "data.source=x", "vgg16_weights=/w/vgg16.pth")
-        assert filled.module.lpips_vgg_path == "/w/vgg16.pth"
+        assert filled.module.options.lpips_vgg_path == "/w/vgg16.pth"
     else:
         assert cfg.tokenizer.num_embeddings == 256 and cfg.trainer.accelerator == "cpu"
-        assert list(cfg.module.betas) == [0.9, 0.99] and cfg.module.disc_weight == 0
-        assert cfg.module.dead_code_restart_every > 0
+        assert list(cfg.module.options.betas) == [0.9, 0.99] and cfg.module.options.disc_weight == 0
+        assert cfg.module.options.dead_code_restart_every > 0
     assert cfg.trainer.gradient_clip_val is None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from lvm.model.config import ModelConfig
@@ -154,9 +153,6 @@ class LLaMA(nn.Module):
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self.register_buffer("cache_mask", torch.empty(0, dtype=torch.bool), persistent=False)
-        # A training choice, not a model dimension: recompute each block in the backward pass instead
-        # of keeping its activations (memory for ~1/3 more compute). Same numbers either way.
-        self.activation_checkpointing = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -228,10 +224,7 @@ class LLaMA(nn.Module):
             mask = None
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, input_pos, use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, mask, input_pos)
+            x = layer(x, cos, sin, mask, input_pos)
         x = self.norm(x)
         if last_token_only:
             x = x[:, -1:]

@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.training.parallelize import parallelize
 from lvm.training.strategies import FSDP2Strategy
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
@@ -90,9 +91,9 @@ class LVMLitModule(pl.LightningModule):
         # Plain dict only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters({"model_config": model_config.to_dict()})
         self.model = LLaMA(model_config)
-        self.model.activation_checkpointing = activation_checkpointing
+        self.activation_checkpointing = activation_checkpointing
         self.compile_options = _compile_kwargs(compile_options)
-        self._compiled = False
+        self._parallelized = False
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
@@ -105,15 +106,14 @@ class LVMLitModule(pl.LightningModule):
         return self.model(input_ids)
 
     def configure_model(self) -> None:
-        # Sharding first, then compiling, as torchtitan does: the compiled blocks are the sharded ones.
-        # Also called without a trainer, by load_from_checkpoint.
+        # Activation checkpointing → compile → FSDP, in torchtitan's order (lvm/training/parallelize.py).
+        # Also called without a trainer (load_from_checkpoint), and again for validate/test after fit.
+        if self._parallelized:
+            return
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, FSDP2Strategy):
-            strategy.shard(self.model)
-        if self.compile_options is not None and not self._compiled:
-            for block in self.model.layers:
-                block.compile(**self.compile_options)
-            self._compiled = True
+        shard = strategy.shard if isinstance(strategy, FSDP2Strategy) else None
+        parallelize(self.model, self.activation_checkpointing, self.compile_options, shard)
+        self._parallelized = True
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Read by ThroughputMonitor after the batch: FLOPs of this batch summed over all devices.

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from lvm.tokenizer.codec import decode_codes, encode_images
-from lvm.tokenizer.training.lit_module import CodeUsage, VQGANLitModule
+from lvm.tokenizer.training.code_usage import CodeUsage
+from lvm.tokenizer.training.lit_module import VQGANLitModule
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 

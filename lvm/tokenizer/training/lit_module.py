@@ -43,104 +43,29 @@ TensorBoardLogger is attached, a grid of originals (top row) above their reconst
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
-from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lvm.tokenizer.grid import tile_images
+from lvm.tokenizer.training.code_usage import CodeUsage
 from lvm.tokenizer.training.discriminator import (
-    GAN_LOSSES,
     NLayerDiscriminator,
     adaptive_weight,
     discriminator_loss,
     generator_loss,
 )
+from lvm.tokenizer.training.kmeans import kmeans
+from lvm.tokenizer.training.options import VQGANTrainingOptions
 from lvm.tokenizer.training.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 from lvm.training.optim import warmup_cosine_scheduler
-
-CODEBOOK_INITS = ("uniform", "kmeans")
-
-
-def codebook_statistics(counts: torch.Tensor) -> tuple[float, float]:
-    """(fraction of codes used at least once, perplexity exp(H) of the usage distribution) from
-    per-code counts (K,). The perplexity ranges from 1 (one code) to K (uniform use)."""
-    counts = counts.double()
-    total = counts.sum()
-    if total == 0:
-        return 0.0, 0.0
-    usage = float((counts > 0).double().mean())
-    probs = counts[counts > 0] / total
-    perplexity = float(torch.exp(-(probs * probs.log()).sum()))
-    return usage, perplexity
-
-
-class CodeUsage(Metric):
-    """Counts how often each of `num_embeddings` codes appears; summed across processes."""
-
-    full_state_update = False
-
-    def __init__(self, num_embeddings: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_embeddings = num_embeddings
-        self.add_state("counts", default=torch.zeros(num_embeddings, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, codes: torch.Tensor) -> None:
-        self.counts += torch.bincount(codes.flatten(), minlength=self.num_embeddings)
-
-    def compute(self) -> tuple[float, float]:
-        return codebook_statistics(self.counts)
-
-
-def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """(N, D) x (K, D) → (N, K) squared L2 distances, as the quantizer computes them."""
-    return torch.addmm(
-        points.pow(2).sum(1, keepdim=True) + centers.pow(2).sum(1).unsqueeze(0), points, centers.t(), alpha=-2.0
-    )
-
-
-def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
-    """k-means++ seeding: each next centre is a point drawn with probability ∝ its squared distance
-    to the nearest centre so far (plain random seeds often put two centres in one cluster)."""
-    n = points.shape[0]
-    first = int(torch.randint(0, n, (1,), generator=generator))
-    centers = points.new_empty(k, points.shape[1])
-    centers[0] = points[first]
-    nearest = _squared_distances(points, centers[:1]).squeeze(1).clamp_min(0)
-    for i in range(1, k):
-        total = nearest.sum()
-        weights = nearest / total if total > 0 else torch.ones_like(nearest) / n
-        pick = int(torch.multinomial(weights, 1, generator=generator))
-        centers[i] = points[pick]
-        nearest = torch.minimum(nearest, _squared_distances(points, centers[i : i + 1]).squeeze(1).clamp_min(0))
-    return centers
-
-
-def kmeans(
-    points: torch.Tensor, k: int, iterations: int = 10, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """k centres (k, D) of points (N, D): k-means++ seeds, then `iterations` Lloyd steps. With
-    N < k the seeds are random points repeated with a little noise. A centre that loses all its
-    points stays put."""
-    n = points.shape[0]
-    if n >= k:
-        centers = _kmeans_plus_plus(points, k, generator)
-    else:
-        picks = torch.randint(0, n, (k,), generator=generator).to(points.device)
-        noise = torch.randn(k, points.shape[1], generator=generator).to(points.device)
-        centers = points[picks] + 0.01 * points.std() * noise  # repeats must not coincide
-    for _ in range(iterations):
-        assign = _squared_distances(points, centers).argmin(dim=1)
-        counts = torch.bincount(assign, minlength=k).to(points.dtype)
-        sums = torch.zeros_like(centers).index_add_(0, assign, points)
-        filled = counts > 0
-        centers[filled] = sums[filled] / counts[filled].unsqueeze(1)
-    return centers
 
 
 def reconstruction_grid(
@@ -184,82 +109,27 @@ class VQGANLitModule(pl.LightningModule):
     def __init__(
         self,
         config: Mapping | VQGANConfig,
-        learning_rate: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.9),
-        weight_decay: float = 0.0,
-        l1_weight: float = 1.0,
-        l2_weight: float = 1.0,
-        codebook_weight: float = 1.0,
-        dead_code_restart_every: int = 0,
-        codebook_init: str = "uniform",
-        kmeans_iterations: int = 10,
-        kmeans_batches: int = 1,
-        quantize_start: int = 0,
-        lr_warmup_steps: int = 0,
-        lr_decay_steps: int = 0,
-        end_lr: float = 0.0,
-        codebook_ema_decay: float = 0.0,
-        codebook_ema_eps: float = 1e-5,
-        perceptual_weight: float = 0.0,
-        lpips_vgg_path: str | None = None,
-        lpips_heads_path: str | None = None,
-        disc_weight: float = 0.0,
-        disc_start: int = 0,
-        disc_loss: str = "hinge",
-        disc_channels: int = 64,
-        disc_layers: int = 3,
-        num_logged_images: int = 8,
+        options: VQGANTrainingOptions | Mapping | None = None,
+        **option_values: Any,
     ) -> None:
+        """`config`: the VQGAN's architecture. `options`: how to train it (`VQGANTrainingOptions`); single
+        fields may also be given as keywords (`learning_rate=1e-3`), which is how checkpoints written
+        before the options object existed are read back."""
         super().__init__()
         if isinstance(config, VQGANConfig):
             config = config.to_dict()
         vqgan_config = VQGANConfig(**{k: v for k, v in dict(config).items() if not str(k).startswith("_")})
-        _check_options(
-            dead_code_restart_every=dead_code_restart_every,
-            codebook_init=codebook_init,
-            kmeans_iterations=kmeans_iterations,
-            kmeans_batches=kmeans_batches,
-            quantize_start=quantize_start,
-            lr_warmup_steps=lr_warmup_steps,
-            lr_decay_steps=lr_decay_steps,
-            codebook_ema_decay=codebook_ema_decay,
-            perceptual_weight=perceptual_weight,
-            disc_weight=disc_weight,
-            disc_start=disc_start,
-            disc_loss=disc_loss,
-            num_logged_images=num_logged_images,
-        )
-        # Plain dicts, lists and numbers only: Lightning checkpoints must load with weights_only=True.
-        self.save_hyperparameters(
-            {
-                "config": vqgan_config.to_dict(),
-                "learning_rate": float(learning_rate),
-                "betas": tuple(float(b) for b in betas),
-                "weight_decay": float(weight_decay),
-                "l1_weight": float(l1_weight),
-                "l2_weight": float(l2_weight),
-                "codebook_weight": float(codebook_weight),
-                "dead_code_restart_every": int(dead_code_restart_every),
-                "codebook_init": str(codebook_init),
-                "kmeans_iterations": int(kmeans_iterations),
-                "kmeans_batches": int(kmeans_batches),
-                "quantize_start": int(quantize_start),
-                "lr_warmup_steps": int(lr_warmup_steps),
-                "lr_decay_steps": int(lr_decay_steps),
-                "end_lr": float(end_lr),
-                "codebook_ema_decay": float(codebook_ema_decay),
-                "codebook_ema_eps": float(codebook_ema_eps),
-                "perceptual_weight": float(perceptual_weight),
-                "lpips_vgg_path": None if lpips_vgg_path is None else str(lpips_vgg_path),
-                "lpips_heads_path": None if lpips_heads_path is None else str(lpips_heads_path),
-                "disc_weight": float(disc_weight),
-                "disc_start": int(disc_start),
-                "disc_loss": str(disc_loss),
-                "disc_channels": int(disc_channels),
-                "disc_layers": int(disc_layers),
-                "num_logged_images": int(num_logged_images),
-            }
-        )
+        if options is None:
+            options = VQGANTrainingOptions()
+        elif isinstance(options, Mapping):
+            options = VQGANTrainingOptions(**options)
+        unknown = sorted(set(option_values) - set(VQGANTrainingOptions.field_names()))
+        if unknown:
+            raise TypeError(f"VQGANLitModule: unknown options {unknown} (see VQGANTrainingOptions)")
+        self.options = replace(options, **option_values) if option_values else options
+        # Plain dicts, tuples and numbers only: Lightning checkpoints must load with weights_only=True.
+        self.save_hyperparameters({"config": vqgan_config.to_dict(), "options": self.options.to_dict()})
+        o = self.options
         self.vqgan = VQGANModel(vqgan_config)
         # Step at which each code was last picked by a training batch (-1: never); a buffer so it
         # survives resume. Never-used codes are restarted at the first check, which moves the tiny
@@ -274,17 +144,19 @@ class VQGANLitModule(pl.LightningModule):
             self.register_buffer("ema_embed_sum", codebook.detach().clone())
 
         self.perceptual = None
-        if perceptual_weight > 0:
-            if lpips_vgg_path is None:
+        if o.perceptual_weight > 0:
+            if o.lpips_vgg_path is None:
                 rank_zero_warn(
-                    f"perceptual_weight={perceptual_weight} but no lpips_vgg_path is set: the perceptual "
+                    f"perceptual_weight={o.perceptual_weight} but no lpips_vgg_path is set: the perceptual "
                     f"(LPIPS) loss is skipped and training goes on without it. Nothing is downloaded; "
                     f"point lpips_vgg_path at torchvision's VGG16 weights (vgg16-397923af.pth)."
                 )
             else:
-                self.perceptual = load_lpips(lpips_vgg_path, lpips_heads_path)
+                self.perceptual = load_lpips(o.lpips_vgg_path, o.lpips_heads_path)
         self.discriminator = (
-            NLayerDiscriminator(vqgan_config.num_channels, disc_channels, disc_layers) if disc_weight > 0 else None
+            NLayerDiscriminator(vqgan_config.num_channels, o.disc_channels, o.disc_layers)
+            if o.disc_weight > 0
+            else None
         )
         # Two optimizers need manual optimization; without a discriminator nothing changes.
         self.automatic_optimization = self.discriminator is None
@@ -302,11 +174,11 @@ class VQGANLitModule(pl.LightningModule):
     @property
     def uses_ema(self) -> bool:
         """Whether the codebook follows EMA updates instead of its gradient."""
-        return self.hparams.codebook_ema_decay > 0
+        return self.options.codebook_ema_decay > 0
 
     def gan_active(self, step: int) -> bool:
         """Whether the GAN terms count (and the discriminator trains) at optimizer step `step`."""
-        return self.discriminator is not None and step >= self.hparams.disc_start
+        return self.discriminator is not None and step >= self.options.disc_start
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions (B, 3, R, R), not clamped."""
@@ -316,7 +188,7 @@ class VQGANLitModule(pl.LightningModule):
 
     def quantizes(self, step: int) -> bool:
         """Whether optimizer step `step` runs through the quantizer (False during the autoencoder warm-up)."""
-        return step >= self.hparams.quantize_start
+        return step >= self.options.quantize_start
 
     def compute_losses(self, images: torch.Tensor, step: int | None = None) -> dict[str, torch.Tensor]:
         """Total, reconstruction and VQ losses of a batch (straight-through estimator), plus the
@@ -335,9 +207,9 @@ class VQGANLitModule(pl.LightningModule):
         reconstructions = self.vqgan.decode(z_q)
         losses = self._weighted_losses(images, reconstructions, vq_loss)
         if step is not None and self.gan_active(step):
-            g_loss = generator_loss(self.discriminator(reconstructions), self.hparams.disc_loss)
+            g_loss = generator_loss(self.discriminator(reconstructions), self.options.disc_loss)
             d_weight = adaptive_weight(
-                losses["nll"], g_loss, self.vqgan.decoder.conv_out.weight, self.hparams.disc_weight
+                losses["nll"], g_loss, self.vqgan.decoder.conv_out.weight, self.options.disc_weight
             )
             losses["loss"] = losses["loss"] + d_weight * g_loss
             losses |= {"g_loss": g_loss, "d_weight": d_weight}
@@ -364,8 +236,8 @@ class VQGANLitModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = _images_of(batch)
         step = self.global_step  # optimizer steps done before this batch
-        start = self.hparams.quantize_start
-        if start - self.hparams.kmeans_batches < step < start:
+        start = self.options.quantize_start
+        if start - self.options.kmeans_batches < step < start:
             with torch.no_grad():
                 self._kmeans_pool.append(self.vqgan.encode_latents(images).detach())
         if step == start and not self._codebook_initialised:
@@ -388,9 +260,9 @@ class VQGANLitModule(pl.LightningModule):
                 self.log(f"train/{name}", out[name], batch_size=n)
         if out["codes"] is None:  # autoencoder warm-up: no codebook yet
             return out["loss"]
-        if self.hparams.dead_code_restart_every:
+        if self.options.dead_code_restart_every:
             self.code_last_used[out["codes"].unique()] = step
-        if self.hparams.dead_code_restart_every or self.uses_ema:
+        if self.options.dead_code_restart_every or self.uses_ema:
             self._pending_codebook_update = (out["latents"].detach(), out["codes"])
         return out["loss"]
 
@@ -406,7 +278,7 @@ class VQGANLitModule(pl.LightningModule):
             with self.toggled_optimizer(opt_disc):
                 logits_real = self.discriminator(images)
                 logits_fake = self.discriminator(out["reconstructions"].detach())
-                d_loss = discriminator_loss(logits_real, logits_fake, self.hparams.disc_loss)
+                d_loss = discriminator_loss(logits_real, logits_fake, self.options.disc_loss)
                 opt_disc.zero_grad()
                 self.manual_backward(d_loss)
                 # Through the strategy (precision plugin, hooks) but not `opt_disc.step()`: in manual
@@ -429,7 +301,7 @@ class VQGANLitModule(pl.LightningModule):
         latents, codes = pending
         if self.uses_ema:
             self.ema_update_codebook(latents, codes)
-        every = self.hparams.dead_code_restart_every
+        every = self.options.dead_code_restart_every
         # global_step has already been advanced past the step whose codes were recorded.
         if every and self.global_step % every == 0:
             restarted = self.restart_dead_codes(latents, window=every)
@@ -445,16 +317,16 @@ class VQGANLitModule(pl.LightningModule):
         zero and a handful of codes take every position."""
         latents = self.vqgan.encode_latents(images)
         pool, self._kmeans_pool = self._kmeans_pool, []
-        if self.hparams.codebook_init == "kmeans":
+        if self.options.codebook_init == "kmeans":
             self.kmeans_init_codebook(torch.cat([*pool, latents]))
-        elif self.hparams.dead_code_restart_every:
+        elif self.options.dead_code_restart_every:
             self.restart_dead_codes(latents, window=0)
 
     @torch.no_grad()
     def kmeans_init_codebook(self, latents: torch.Tensor) -> None:
         """Set every code to a k-means centre of the latents (B, D, h, w); identical on every process."""
         flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).float()
-        centers = kmeans(flat, self.vqgan.config.num_embeddings, self.hparams.kmeans_iterations)
+        centers = kmeans(flat, self.vqgan.config.num_embeddings, self.options.kmeans_iterations)
         if self._distributed:
             centers = self.trainer.strategy.broadcast(centers, src=0)
         self._write_codebook_rows(torch.arange(centers.shape[0], device=centers.device), centers)
@@ -465,7 +337,7 @@ class VQGANLitModule(pl.LightningModule):
         size_k ← d·size_k + (1 − d)·n_k,  sum_k ← d·sum_k + (1 − d)·Σ_{z→k} z,
         code_k = sum_k / ((size_k + ε) / (Σ size + K·ε) · Σ size)   (Laplace smoothing).
         Counts and sums are added over processes first, so every process keeps the same codebook."""
-        decay, eps = self.hparams.codebook_ema_decay, self.hparams.codebook_ema_eps
+        decay, eps = self.options.codebook_ema_decay, self.options.codebook_ema_eps
         weight = self.vqgan.quantize.embedding.weight
         k = weight.shape[0]
         flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).float()
@@ -545,8 +417,8 @@ class VQGANLitModule(pl.LightningModule):
         self.log("val/rec_loss", out["rec_loss"], sync_dist=True, batch_size=n)
         if "perceptual_loss" in out:
             self.log("val/perceptual_loss", out["perceptual_loss"], sync_dist=True, batch_size=n)
-        if batch_idx == 0 and self.hparams.num_logged_images:
-            keep = self.hparams.num_logged_images
+        if batch_idx == 0 and self.options.num_logged_images:
+            keep = self.options.num_logged_images
             self._logged_samples = (images[:keep].detach().float().cpu(), clamped[:keep].detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
@@ -600,38 +472,3 @@ class VQGANLitModule(pl.LightningModule):
         # ... and put this module's own copy back so strict loading finds every key.
         if self.perceptual is not None and "state_dict" in checkpoint:
             checkpoint["state_dict"].update({f"perceptual.{k}": v for k, v in self.perceptual.state_dict().items()})
-
-
-def _check_options(**options) -> None:
-    """ValueError naming the VQGANLitModule option and what was expected."""
-    o = options
-    problems = []
-    if o["dead_code_restart_every"] < 0:
-        problems.append(f"dead_code_restart_every must be >= 0 (0 = off), got {o['dead_code_restart_every']}")
-    if o["codebook_init"] not in CODEBOOK_INITS:
-        problems.append(f"codebook_init must be one of {CODEBOOK_INITS}, got {o['codebook_init']!r}")
-    for name in ("kmeans_iterations", "kmeans_batches"):
-        if o[name] < 1:
-            problems.append(f"{name} must be >= 1, got {o[name]}")
-    for name in ("quantize_start", "lr_warmup_steps", "lr_decay_steps"):
-        if o[name] < 0:
-            problems.append(f"{name} must be >= 0, got {o[name]}")
-    if o["lr_decay_steps"] and o["lr_decay_steps"] < o["lr_warmup_steps"]:
-        problems.append(
-            f"lr_decay_steps ({o['lr_decay_steps']}) must be >= lr_warmup_steps "
-            f"({o['lr_warmup_steps']}), or 0 for a constant learning rate"
-        )
-    if o["lr_decay_steps"] and o["disc_weight"] > 0:
-        problems.append(
-            "a learning-rate schedule (lr_decay_steps > 0) is not supported with the discriminator "
-            "(disc_weight > 0): its two optimizers keep a constant lr"
-        )
-    if not 0.0 <= o["codebook_ema_decay"] < 1.0:
-        problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {o['codebook_ema_decay']}")
-    for name in ("perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):
-        if o[name] < 0:
-            problems.append(f"{name} must be >= 0, got {o[name]}")
-    if o["disc_loss"] not in GAN_LOSSES:
-        problems.append(f"disc_loss must be one of {GAN_LOSSES}, got {o['disc_loss']!r}")
-    if problems:
-        raise ValueError("VQGANLitModule: " + "; ".join(problems))

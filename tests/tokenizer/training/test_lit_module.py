@@ -4,6 +4,7 @@ discriminator's schedule under manual optimization, TensorBoard images, checkpoi
 weights_only=True."""
 
 import math
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -11,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lvm.tokenizer.training.lit_module import VQGANLitModule, codebook_statistics, kmeans, reconstruction_grid
+from lvm.tokenizer.training.code_usage import codebook_statistics
+from lvm.tokenizer.training.kmeans import kmeans
+from lvm.tokenizer.training.lit_module import VQGANLitModule, reconstruction_grid
+from lvm.tokenizer.training.options import VQGANTrainingOptions
+from tests.tokenizer.conftest import tiny_config
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -139,18 +144,32 @@ def test_restart_runs_inside_training_and_unused_codes_move(config):
 
 def test_hyperparameters_and_checkpoint_load_with_weights_only(tmp_path, config):
     module = VQGANLitModule(config, learning_rate=1e-3, dead_code_restart_every=7)
-    assert module.hparams["config"] == config.to_dict() and module.hparams["dead_code_restart_every"] == 7
-    assert module.hparams["betas"] == (0.5, 0.9)
+    assert module.hparams["config"] == config.to_dict() and module.hparams["options"]["dead_code_restart_every"] == 7
+    assert module.hparams["options"]["betas"] == (0.5, 0.9)
     fit = trainer(1, limit_val_batches=0)
     fit.fit(module, DataLoader(TensorDataset(smooth_images(2)), batch_size=2))
     path = tmp_path / "last.ckpt"
     fit.save_checkpoint(path)
     raw = torch.load(path, weights_only=True, map_location="cpu")
-    assert raw["hyper_parameters"]["learning_rate"] == 1e-3
+    assert raw["hyper_parameters"]["options"]["learning_rate"] == 1e-3
     restored = VQGANLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     for key, value in module.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
-    assert restored.vqgan.config == config
+    assert restored.vqgan.config == config and restored.options == module.options
+    # Checkpoints written before the options object held every option flat beside the config.
+    raw["hyper_parameters"] = {"config": config.to_dict(), **module.options.to_dict()}
+    torch.save(raw, tmp_path / "flat.ckpt")
+    older = VQGANLitModule.load_from_checkpoint(tmp_path / "flat.ckpt", map_location="cpu", weights_only=True)
+    assert older.options == module.options and older.options.dead_code_restart_every == 7
+
+
+def test_options_are_checked_and_named():
+    with pytest.raises(ValueError, match=r"kmeans_batches must be >= 1, got 0; disc_loss must be one of"):
+        VQGANTrainingOptions(kmeans_batches=0, disc_loss="square")
+    with pytest.raises(TypeError, match=r"unknown options \['learning_rat'\]"):
+        VQGANLitModule(tiny_config(), learning_rat=1e-3)
+    options = VQGANTrainingOptions(betas=[0.9, 0.99], lpips_vgg_path=Path("/w/vgg.pth"))  # as Hydra passes them
+    assert options.betas == (0.9, 0.99) and options.lpips_vgg_path == "/w/vgg.pth"
 
 
 # --- codebook init and EMA --------------------------------------------------------------------------
