@@ -220,7 +220,7 @@ class VQGANLitModule(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """loss = nll + codebook_weight·vq_loss, nll = rec_loss (+ perceptual_weight·LPIPS),
         rec_loss = l1_weight·L1 + l2_weight·L2."""
-        hp = self.hparams
+        hp = self.options
         rec_loss = hp.l1_weight * F.l1_loss(reconstructions, images) + hp.l2_weight * F.mse_loss(
             reconstructions, images
         )
@@ -446,7 +446,7 @@ class VQGANLitModule(pl.LightningModule):
 
     def configure_optimizers(self):
         """AdamW over the VQGAN (minus an EMA-driven codebook), plus one over the discriminator."""
-        hp = self.hparams
+        hp = self.options
         parameters = [p for p in self.vqgan.parameters() if p.requires_grad]
         opt_vqgan = torch.optim.AdamW(
             parameters, lr=hp.learning_rate, betas=tuple(hp.betas), weight_decay=hp.weight_decay
