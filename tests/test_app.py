@@ -26,22 +26,15 @@ from gradio_client.exceptions import AppError
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from lvm.app import (
-    DemoRunError,
-    PageSources,
-    UploadError,
-    UploadLimits,
-    read_upload_image,
-    read_upload_video,
-    resolve_page_sources,
-    serve,
-)
+from lvm.app import serve
 from lvm.generation.prompting import analogy_prompting, sequential_prompting
 from lvm.generation.sampler import SamplingConfig
 from lvm.interop.pretrained import load_model
 from lvm.media.images import load_image, tensor_to_uint8
 from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
+from lvm.page.demo_runs import DemoRunError, PageSources, resolve_page_sources
+from lvm.page.uploads import UploadError, UploadLimits, read_upload_image, read_upload_video
 from lvm.tokenizer import load_vqgan
 from lvm.tokenizer.grid import image_grid
 from tests.original_video import read_frames_the_original_way, write_detailed_video

@@ -18,8 +18,9 @@ from data_pipelines.synthetic import write_video_file
 from lvm.data.manifest import read_manifest
 from lvm.data.shards import read_sentences
 from lvm.media.skips import BadInputError
-from lvm.tokenize import list_inputs, plan_shards, tokenize
+from lvm.tokenize import tokenize
 from lvm.tokenizer import load_image, load_vqgan
+from lvm.tokenizer.files_to_shards import list_inputs, plan_shards
 from tests.original_video import read_frames_the_original_way
 
 ROOT = Path(__file__).resolve().parents[1]
