@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,22 @@ def load_state_dict_file(
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a flat dict of name → tensor (a state dict)")
     return state
+
+
+def state_dict_problems(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    stored: str = "file",
+    wanted: str = "expected",
+) -> list[str]:
+    """Every missing, unexpected or wrongly shaped key of `state` against `expected`, as phrases for an
+    error message (empty when they match); shapes read "<stored> (a, b) vs <wanted> (c, d)"."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: {stored} {tuple(state[k].shape)} vs {wanted} {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    labelled = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+    return [f"{label} {keys}" for label, keys in labelled if keys]

@@ -36,7 +36,7 @@ from rich.table import Table
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from lvm.core.atomic_files import write_csv_atomic, write_json_atomic
-from lvm.core.jsonl import iter_json_objects
+from lvm.core.json_files import iter_json_objects
 from lvm.core.weights import load_state_dict_file
 from lvm.media.images import ImageReadError, read_image_array
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lvm.core.jsonl import iter_json_objects
+from lvm.core.json_files import iter_json_objects
 from lvm.eval.examples import ImageExample
 from lvm.media.images import ImageReadError, load_image
 from lvm.media.skips import SkipCounter

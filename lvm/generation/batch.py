@@ -34,7 +34,7 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lvm.core.atomic_files import write_json_atomic
-from lvm.core.jsonl import iter_json_objects
+from lvm.core.json_files import iter_json_objects
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.prompting import context_frame_indices, continue_image_codes, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig

@@ -15,7 +15,6 @@ layout, so a conversion renames and casts; no tensor is permuted.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lvm.core.atomic_files import replace_directory, write_json_atomic
+from lvm.core.json_files import read_json_object
 from lvm.core.weights import load_state_dict_file
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
@@ -49,21 +49,11 @@ EXPORT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # ---- config.json ---------------------------------------------------------------------------------
-def _read_json(file: Path) -> dict:
-    try:
-        value = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{file}: holds a JSON {type(value).__name__}, not an object")
-    return value
-
-
 def model_config_from_hf(path: str | Path) -> ModelConfig:
     """ModelConfig from a Hugging Face folder's config.json, refusing what our model does not have
     (grouped-query attention, a tied head, biases, another activation, rope scaling)."""
     config_file = Path(path) / "config.json"
-    hf = _read_json(config_file)
+    hf = read_json_object(config_file)
     missing = [hf_name for hf_name in HF_CONFIG_FIELDS.values() if hf_name not in hf and hf_name != "rope_theta"]
     if missing:
         raise ValueError(f"{config_file}: missing field(s) {missing} of a LlamaConfig")
@@ -170,7 +160,7 @@ def hf_weight_files(folder: str | Path) -> list[Path]:
     for index_name in WEIGHT_INDEXES:
         index = folder / index_name
         if index.exists():
-            weight_map = _read_json(index).get("weight_map")
+            weight_map = read_json_object(index).get("weight_map")
             if not weight_map or not isinstance(weight_map, dict):
                 raise ValueError(f"{index}: no 'weight_map' field naming the shard of each tensor")
             files = [folder / name for name in sorted(set(weight_map.values()))]

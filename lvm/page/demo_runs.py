@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lvm.core.json_files import read_json_object
+
 
 class DemoRunError(ValueError):
     """A demo run the page cannot be served from: none finished, a missing file, a malformed prompts.json."""
@@ -88,11 +90,9 @@ def read_demo_prompts(run_dir: str | os.PathLike) -> DemoPrompts:
             f"{source}: not found (a demo run folder holds prompts.json, written by `python -m lvm.demo`)"
         )
     try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as err:
-        raise DemoRunError(f"{source}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise DemoRunError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        data = read_json_object(source)
+    except ValueError as err:
+        raise DemoRunError(str(err)) from err
     if data.get("version") != 1:
         raise DemoRunError(f"{source}: field 'version' should be 1, got {json.dumps(data.get('version'))}")
     analogies = []

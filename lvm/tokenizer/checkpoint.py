@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file as save_safetensors
 
 from lvm.core.atomic_files import atomic_write
-from lvm.core.weights import load_state_dict_file
+from lvm.core.weights import load_state_dict_file, state_dict_problems
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 CONFIG_NAME = "config.json"
@@ -95,21 +95,7 @@ def read_state_dict(weights_file: str | Path, map_location: str | torch.device =
 
 def check_state_dict(model: VQGANModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Raise a ValueError listing every missing, unexpected or wrongly shaped key of `state`."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches {mismatched}")
+    problems = state_dict_problems(state, model.state_dict(), stored="checkpoint", wanted="model")
     if problems:
         raise ValueError(f"{source}: weights do not match the VQGAN built from {CONFIG_NAME}: " + "; ".join(problems))
 

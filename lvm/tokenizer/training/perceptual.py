@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lvm.core.weights import load_state_dict_file
+from lvm.core.weights import load_state_dict_file, state_dict_problems
 
 # torchvision's VGG16 ("configuration D"): conv widths, "M" = 2×2 max-pool. Each conv is followed
 # by a ReLU, so a conv sits at an even index of `features` and its ReLU right after it.
@@ -146,22 +146,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _check_keys(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise a ValueError naming the file and every missing, unexpected or wrongly shaped key."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs expected {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label} {keys}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if keys
-    ]
+    problems = state_dict_problems(state, expected, stored="file", wanted="expected")
     if problems:
         raise ValueError(f"{path}: not {what}: " + "; ".join(problems))
 
