@@ -27,6 +27,7 @@ from lvm.model.config import ModelConfig
 from lvm.model.llama import LLaMA
 from lvm.training.parallelize import parallelize
 from lvm.training.strategies import FSDP2Strategy
+from lvm.training.trainer_access import attached_trainer
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -110,7 +111,8 @@ class LVMLitModule(pl.LightningModule):
         # Also called without a trainer (load_from_checkpoint), and again for validate/test after fit.
         if self._parallelized:
             return
-        strategy = self._trainer.strategy if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        strategy = trainer.strategy if trainer is not None else None
         shard = strategy.shard if isinstance(strategy, FSDP2Strategy) else None
         parallelize(self.model, self.activation_checkpointing, self.compile_options, shard)
         self._parallelized = True

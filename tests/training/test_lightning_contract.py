@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lvm.training.trainer_access import attached_trainer
+
 MOVED = (
     "Lightning moved or redefined trainer.fit_loop.epoch_loop.batch_progress.total.ready, which "
     "lvm/data/datamodule.py (_batches_consumed) reads for exact resume: find its new home and update both"
@@ -34,6 +36,7 @@ class CountingModule(pl.LightningModule):
 
 def test_batch_progress_counts_the_batches_handed_to_the_training_step(tmp_path):
     module = CountingModule()
+    assert attached_trainer(module) is None  # module.trainer raises until a Trainer takes the module
     trainer = pl.Trainer(
         max_steps=3,
         accumulate_grad_batches=2,
@@ -46,3 +49,4 @@ def test_batch_progress_counts_the_batches_handed_to_the_training_step(tmp_path)
     trainer.fit(module, DataLoader(torch.randn(32, 2), batch_size=4))
     assert hasattr(trainer, "fit_loop") and hasattr(trainer.fit_loop, "epoch_loop"), MOVED
     assert module.seen == [(i, i + 1) for i in range(6)], MOVED  # 3 steps × 2 micro-batches, counted at batch end
+    assert attached_trainer(module) is trainer

@@ -66,6 +66,7 @@ from lvm.tokenizer.training.options import VQGANTrainingOptions
 from lvm.tokenizer.training.perceptual import load_lpips
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 from lvm.training.optim import warmup_cosine_scheduler
+from lvm.training.trainer_access import attached_trainer
 
 
 def reconstruction_grid(
@@ -381,7 +382,8 @@ class VQGANLitModule(pl.LightningModule):
 
     @property
     def _distributed(self) -> bool:
-        return self._trainer is not None and self.trainer.world_size > 1
+        trainer = attached_trainer(self)
+        return trainer is not None and trainer.world_size > 1
 
     def _write_codebook_rows(self, rows: torch.Tensor, values: torch.Tensor) -> None:
         """Set codebook rows and forget their history: Adam's moments (stale momentum would drag
@@ -391,7 +393,7 @@ class VQGANLitModule(pl.LightningModule):
         if self.uses_ema:
             self.ema_cluster_size[rows] = 1.0
             self.ema_embed_sum[rows] = values.to(self.ema_embed_sum.dtype)
-        if self._trainer is None:
+        if attached_trainer(self) is None:
             return
         for optimizer in self.trainer.optimizers:
             for value in optimizer.state.get(weight, {}).values():
