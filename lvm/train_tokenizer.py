@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from lvm.core.errors import refuse_unsafe_pickles, report_user_errors
 from lvm.tokenizer.checkpoint import save_vqgan
 from lvm.tokenizer.training.image_data import ImageFolderDataModule
-from lvm.tokenizer.training.lit_module import VQGANLitModule
+from lvm.tokenizer.training.vqgan_module import VQGANLitModule
 
 
 def train_tokenizer(cfg: DictConfig) -> dict[str, float]:

@@ -20,7 +20,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.training.code_usage import CodeUsage
-from lvm.tokenizer.training.lit_module import VQGANLitModule
+from lvm.tokenizer.training.vqgan_module import VQGANLitModule
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 

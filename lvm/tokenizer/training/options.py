@@ -14,7 +14,7 @@ CODEBOOK_INITS = ("uniform", "kmeans")
 @dataclass(frozen=True)
 class VQGANTrainingOptions:
     """Loss weights, optimizer, codebook handling, LPIPS, discriminator and logging of tokenizer training.
-    The module docstring of `lvm.tokenizer.training.lit_module` says what each term does."""
+    The module docstring of `lvm.tokenizer.training.vqgan_module` says what each term does."""
 
     # optimizer (AdamW) and schedule
     learning_rate: float = 2e-4

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lvm.tokenizer.training.code_usage import codebook_statistics
 from lvm.tokenizer.training.kmeans import kmeans
-from lvm.tokenizer.training.lit_module import VQGANLitModule, reconstruction_grid
 from lvm.tokenizer.training.options import VQGANTrainingOptions
+from lvm.tokenizer.training.vqgan_module import VQGANLitModule, reconstruction_grid
 from tests.tokenizer.conftest import tiny_config
 
 
