@@ -1,8 +1,8 @@
 """Data loading speed: our shards through `MixtureDataModule` against the original's jsonl, and against
 what training `vqlm_100m` consumes.
 
-    python benchmarks/bench_data.py                          # ~1-2 minutes on 2 CPU cores
-    python benchmarks/bench_data.py --sentences-per-source 2000 --train-seq-len 4096
+    python -m benchmarks.bench_data                          # ~1-2 minutes on 2 CPU cores
+    python -m benchmarks.bench_data --sentences-per-source 2000 --train-seq-len 4096
 
 One run, one set of tokens: random codes in [0, 8192) for `--sources` sources of
 `--sentences-per-source` sentences of 16 images × 256 tokens, written in a temp dir both as our shards
@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,17 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
-
-from data_pipelines.jsonl import export_jsonl  # noqa: E402
-from lvm.data.datamodule import MixtureDataModule  # noqa: E402
-from lvm.data.shards import ShardWriter, VisualSentence  # noqa: E402
-from lvm.model.config import ModelConfig  # noqa: E402
-from lvm.model.llama import LLaMA  # noqa: E402
-from lvm.training.optim import build_adamw  # noqa: E402
+from benchmarks.machine import cpu_name
+from data_pipelines.jsonl import export_jsonl
+from lvm.data.datamodule import MixtureDataModule
+from lvm.data.shards import ShardWriter, VisualSentence
+from lvm.model.config import ModelConfig
+from lvm.model.llama import LLaMA
+from lvm.training.optim import build_adamw
 
 READER_TARGET = 5.0
 TRAINING_TARGET = 50.0

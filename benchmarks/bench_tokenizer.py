@@ -1,8 +1,8 @@
 """Tokenizer speed: our encode and decode against the same VQGAN run plainly, and `lvm.tokenize`
 end to end (JPEG files → shards) against our pure encode.
 
-    python benchmarks/bench_tokenizer.py                    # LVM tokenizer (256 px, f16, 8192 codes)
-    python benchmarks/bench_tokenizer.py --images 64 --batch-size 16 --device cuda
+    python -m benchmarks.bench_tokenizer                    # LVM tokenizer (256 px, f16, 8192 codes)
+    python -m benchmarks.bench_tokenizer --images 64 --batch-size 16 --device cuda
 
 One run, one set of weights (the LVM configuration, randomly initialised, saved in the open-muse
 layout) and one set of JPEG files (crops of scikit-image's sample photographs):
@@ -37,13 +37,12 @@ from PIL import Image
 from rich.console import Console
 from skimage import data as skdata
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from lvm.core.devices import resolve_device, resolve_precision
-from lvm.tokenize import tokenize  # noqa: E402
-from lvm.tokenizer import VQGANConfig, VQGANModel, load_image, load_vqgan, save_vqgan  # noqa: E402
-from lvm.tokenizer.codec import decode_codes, encode_images, to_channels_last  # noqa: E402
+from lvm.tokenize import tokenize
+from lvm.tokenizer import VQGANConfig, VQGANModel, load_image, load_vqgan, save_vqgan
+from lvm.tokenizer.codec import decode_codes, encode_images, to_channels_last
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ENCODE_TARGET = 1.3
 END_TO_END_TARGET = 0.85

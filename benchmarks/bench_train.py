@@ -1,8 +1,8 @@
 """Training speed: our `LVMLitModule` under the Lightning Trainer against Hugging Face's
 `LlamaForCausalLM` and against our own `LLaMA` in a plain PyTorch loop.
 
-    python benchmarks/bench_train.py                      # ~1.5 minutes on 2 CPU cores
-    python benchmarks/bench_train.py --hidden-size 384 --heads 6 --seq-len 1024 --rounds 5
+    python -m benchmarks.bench_train                      # ~1.5 minutes on 2 CPU cores
+    python -m benchmarks.bench_train --hidden-size 384 --heads 6 --seq-len 1024 --rounds 5
 
 One run, one model size, one set of initial weights, one set of batches. The default model is
 vqlm_100m's shape scaled down so that a step takes about a second on 2 CPU cores: hidden 256,
@@ -65,18 +65,14 @@ from pytorch_lightning.trainer.states import RunningStage
 from torch.utils.data import DataLoader, Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from machine import cpu_name  # benchmarks/machine.py (the script's folder is on sys.path)
-
-from lvm.interop.hf import model_config_from_hf, read_hf_state_dict  # noqa: E402
+from benchmarks.machine import cpu_name
+from lvm.interop.hf import model_config_from_hf, read_hf_state_dict
 from lvm.interop.pretrained import load_pretrained_into
-from lvm.model.config import NUM_VQ_CODES, ModelConfig  # noqa: E402
-from lvm.model.llama import LLaMA  # noqa: E402
-from lvm.training.lit_module import LVMLitModule, batch_size_of, tokens_of  # noqa: E402
-from lvm.training.optim import build_adamw, warmup_cosine_scheduler  # noqa: E402
-from lvm.training.throughput import LVMThroughputMonitor, measure_matmul_flops  # noqa: E402
+from lvm.model.config import NUM_VQ_CODES, ModelConfig
+from lvm.model.llama import LLaMA
+from lvm.training.lit_module import LVMLitModule, batch_size_of, tokens_of
+from lvm.training.optim import build_adamw, warmup_cosine_scheduler
+from lvm.training.throughput import LVMThroughputMonitor, measure_matmul_flops
 
 HF_TARGET = 1.2
 TRAINER_TARGET = 0.95

@@ -35,7 +35,9 @@ def serve(cfg: DictConfig, prevent_thread_lock: bool = False) -> gr.Blocks:
     prompts as examples and serve it."""
     sources = resolve_page_sources(cfg.demo_run, cfg.demo_runs_dir, cfg.model_path, cfg.tokenizer_path)
     limits = UploadLimits(**cfg.limits)
-    prompter = load_prompter(sources.model_path, sources.tokenizer_path, cfg.device, cfg.dtype, limits)
+    prompter = load_prompter(
+        sources.model_path, sources.tokenizer_path, cfg.device, cfg.dtype, limits, quantize=cfg.get("quantize")
+    )
     app = build_app(prompter, PageOptions(**cfg.page), sources.prompts)
     return launch_app(app, limits, cfg.server_name, cfg.server_port, prevent_thread_lock)
 

@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
             progress=cfg.progress,
         )
     _require(cfg, "model_path", "tokenizer_path", "prompts" if cfg.task == "perplexity" else "videos")
-    model = load_model(cfg.model_path, device=cfg.device, dtype=parse_dtype(cfg.dtype))
+    model = load_model(cfg.model_path, device=cfg.device, dtype=parse_dtype(cfg.dtype), quantize=cfg.get("quantize"))
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
     common = dict(
         batch_size=cfg.batch_size,

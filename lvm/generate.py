@@ -47,7 +47,7 @@ def generate(cfg: DictConfig) -> list[dict]:
     """Load the model and the VQGAN, generate every prompt's candidates; returns the results."""
     dtype = parse_dtype(cfg.dtype)
     prompts = prompts_from_config(cfg)  # bad options fail before the (slow) model load
-    model = load_model(cfg.model_path, device=cfg.device, dtype=dtype)
+    model = load_model(cfg.model_path, device=cfg.device, dtype=dtype, quantize=cfg.get("quantize"))
     vqgan = load_vqgan(cfg.tokenizer_path, map_location=cfg.device)
     engine = GenerationEngine(model, compile_decode=cfg.compile_decode)
     sampling = SamplingConfig(temperature=cfg.sampling.temperature, top_k=cfg.sampling.top_k, top_p=cfg.sampling.top_p)

@@ -482,3 +482,18 @@ def test_a_video_example_fills_the_frames_and_continues_them(demo_page):
         demo_page["model"], demo_page["vqgan"], context, 1, SamplingConfig(), 1, torch.Generator().manual_seed(3)
     )[0]
     assert np.array_equal(read_png(candidates[0]["image"]), image_grid(new, columns=1))
+
+
+def test_the_page_serves_an_int8_model(tmp_path, vqgan_dir):
+    run = write_demo_run(tmp_path / "2026-01-02_00-00-00", vqgan_dir)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("app", overrides=[f"demo_run={run}", f"server_port={free_port()}", "quantize=int8"])
+    app = serve(cfg, prevent_thread_lock=True)
+    try:
+        pictures = sorted((run / "prompts").rglob("*.png"))[:3]
+        prompt, candidates = Client(app.local_url, verbose=False).predict(
+            *analogy_args(*pictures, n_candidates=1, temperature=0.0), api_name="/analogy"
+        )
+        assert len(candidates) == 1 and [item["caption"] for item in prompt] == ["x1", "y1", "query"]
+    finally:
+        app.close()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lvm.core.weights import load_torch_file
+from lvm.generation.quantize import quantize_model
 from lvm.interop.hf import (
     check_weights_fit,
     export_hf,
@@ -113,12 +114,15 @@ def allocate_model(
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LLaMA:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, quantize: str | None = None
+) -> LLaMA:
     """An eval-mode LLaMA with the weights at `path` (our `.ckpt` or a Hugging Face folder), on `device`
-    in `dtype` (default: fp32)."""
+    in `dtype` (default: fp32), quantized for inference when `quantize` says so (None or "int8":
+    `lvm.generation.quantize.quantize_model`)."""
     model = allocate_model(read_model_config(path), device, dtype or torch.float32)
     load_pretrained_into(model, path)
-    return model.eval()
+    return quantize_model(model, quantize).eval()
 
 
 def save_model_checkpoint(model: LLaMA, path: str | Path) -> Path:

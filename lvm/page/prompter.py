@@ -158,9 +158,10 @@ def load_prompter(
     device: str = "cpu",
     dtype: str = "fp32",
     limits: UploadLimits = UploadLimits(),
+    quantize: str | None = None,
 ) -> VisualPrompter:
-    """The LVM at `model_path` (our .ckpt or a Hugging Face folder) in `dtype` and the VQGAN at
-    `tokenizer_path` (fp32), both on `device`."""
-    model = load_model(model_path, device=device, dtype=parse_dtype(dtype))
+    """The LVM at `model_path` (our .ckpt or a Hugging Face folder) in `dtype`, quantized as `quantize` says
+    (None or "int8"), and the VQGAN at `tokenizer_path` (fp32), both on `device`."""
+    model = load_model(model_path, device=device, dtype=parse_dtype(dtype), quantize=quantize)
     vqgan = load_vqgan(tokenizer_path, map_location=device).eval()
     return VisualPrompter(model, vqgan, limits)

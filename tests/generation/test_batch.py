@@ -187,3 +187,15 @@ def test_generate_cli_writes_an_analogy_and_refuses_two_prompt_kinds(tmp_path, t
             f"examples=[[{images[0]},{images[1]}]]",
             cwd=tmp_path,
         )
+
+
+def test_generate_cli_runs_int8_and_names_a_bad_mode(tmp_path, tiny_lvm_ckpt, vqgan_dir):
+    images = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]
+    common = [f"model_path={tiny_lvm_ckpt}", f"tokenizer_path={vqgan_dir}", f"out_dir={tmp_path / 'out'}",
+              f"examples=[[{images[0]},{images[1]}]]", f"query={images[2]}"]  # fmt: skip
+    run_module_cli("lvm.generate", *common, "quantize=int8", "n_candidates=2", cwd=tmp_path)
+    result = json.loads((tmp_path / "out" / "analogy" / "result.json").read_text())
+    assert len(result["candidates"]) == 2
+    assert all(Image.open(tmp_path / "out" / c).size == (32, 32) for c in result["candidates"])
+    with pytest.raises(AssertionError, match=r"error: quantize: 'int4' is not one of \[None, 'int8'\]"):
+        run_module_cli("lvm.generate", *common, "quantize=int4", cwd=tmp_path)
