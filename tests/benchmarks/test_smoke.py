@@ -35,3 +35,25 @@ def test_each_benchmark_runs_as_documented_and_prints_its_headline(name, tmp_pat
     last = result.stdout.strip().splitlines()[-1]
     assert re.match(HEADLINE.format(name=name), last), last
     assert "|---" in result.stdout  # the Markdown table the README quotes
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_needs_nothing_a_bare_cuda_machine_lacks():
+    # The device machine has torch, Lightning, transformers and OpenCV, not these: the check must not need them.
+    blocked = ("hydra", "omegaconf", "webdataset", "av", "gradio")
+    script = (
+        "import runpy, sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "sys.argv = ['gpu_check', '--dry-run']\n"
+        "runpy.run_module('benchmarks.gpu_check', run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| what | rate | MFU | peak memory (GB) |"
+    assert [row.split(" | ")[0] for row in table[1:]] == [
+        "| train vqlm_debug, seq 256, bf16, sdpa",
+        "| decode vqlm_debug, batch 1, ours bf16",
+        "| decode vqlm_debug, batch 1, ours int8",
+        "| decode vqlm_debug, batch 1, transformers bf16",
+    ]
