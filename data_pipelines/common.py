@@ -1,5 +1,6 @@
-"""What every sentence builder shares: the sentence type, skip bookkeeping, file listing, reading
-images and videos, and sampling frame clips (stride, random start).
+"""What the sentence builders share beyond `lvm.media` (reading, file listing, skip bookkeeping) and
+`lvm.data.image_sentences` (the `ImageSentence` type): sampling a frame clip with a random stride and
+start, drawing groups of loadable items, and checking counts.
 
 A builder turns files into `ImageSentence`s. A file it cannot use (corrupt, truncated, too short,
 unmatched) is either recorded in a `SkipCounter` and skipped (with a `SkippedInputWarning` naming
@@ -17,12 +18,6 @@ from lvm.media.clips import largest_fitting_stride, sample_clip_start
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
-
-
-# --- files -------------------------------------------------------------------------------------
-
-
-# --- reading ------------------------------------------------------------------------------------
 
 
 # --- frame sampling -----------------------------------------------------------------------------

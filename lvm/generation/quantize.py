@@ -75,13 +75,6 @@ def quantize_model(model: nn.Module, mode: str | None, keep: tuple[str, ...] = (
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and persistent buffers (int8 weights and their scales included):
-    what a GPU or the page cache must hold, and what one decode step reads."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    persistent = {name for name, _ in model.named_buffers()} - {
-        f"{prefix}.{b}" if prefix else b
-        for prefix, module in model.named_modules()
-        for b in getattr(module, "_non_persistent_buffers_set", ())
-    }
-    buffers = dict(model.named_buffers())
-    return total + sum(buffers[n].numel() * buffers[n].element_size() for n in persistent)
+    """Bytes of the model's state dict (parameters and persistent buffers; int8 weights and their scales
+    included): what a GPU or the page cache must hold, and what one decode step reads."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
