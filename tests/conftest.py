@@ -1,5 +1,6 @@
 """Fixtures shared across the suite, made once per session: tiny shards in the demo layout, a tiny
-VQGAN checkpoint folder."""
+VQGAN checkpoint folder, and a real tiny scaling sweep trained through the `python -m lvm.train -m` CLI
+(3 widths × 6 steps of the demo shards, about 40 s on 2 cores; read by tests/analysis and tests/test_plan.py)."""
 
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import torch
 
 from lvm.data.shards import ShardWriter, VisualSentence
 from lvm.tokenizer import VQGANModel, save_vqgan
+from tests.cli import run_train_cli
 from tests.tokenizer.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKENS_PER_IMAGE = 16
 IMAGES_PER_SENTENCE = 8
@@ -66,3 +70,30 @@ def vqgan_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vqgan")
     save_vqgan(model, folder)
     return folder
+
+
+WIDTHS = {"w64": 64, "w96": 96, "w128": 128}  # conf/width/<name>.yaml: 2 layers, 4 heads, SwiGLU 2×width
+MAX_STEPS, BATCH_SIZE, SEQ_LEN = 6, 8, 128  # conf/data/demo.yaml's batch and sequence length
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(demo_data_dir, tmp_path_factory) -> Path:
+    """The sweep folder (read-only for tests: copy it to break it): jobs 0, 1, 2 = widths 64, 96, 128."""
+    root = tmp_path_factory.mktemp("scaling_sweep")
+    sweep = root / "sweep"
+    run_train_cli(
+        "-m",
+        "experiment=demo",
+        *DEMO_SHARDS,
+        "+sweep=scaling_tiny",
+        f"paths.data_dir={demo_data_dir}",
+        f"+width={','.join(WIDTHS)}",
+        f"trainer.max_steps={MAX_STEPS}",
+        f"trainer.val_check_interval={MAX_STEPS}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "scheduler.warmup_steps=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=root,
+    )
+    return sweep

@@ -1,6 +1,7 @@
-"""Scaling-law figures: loss vs compute (one curve per run, frontier overlaid) and final loss vs parameters
-(with the fitted power law). Built on matplotlib.figure.Figure, not pyplot, so no GUI backend or global
-figure state is involved: safe under Agg, in tests and in worker processes."""
+"""Scaling-law figures: loss vs compute (one curve per run, frontier overlaid), final loss vs parameters
+(with the fitted power law), and the iso-loss contours of the joint L(N, D) fit with its efficient
+frontier. Built on matplotlib.figure.Figure, not pyplot, so no GUI backend or global figure state is
+involved: safe under Agg, in tests and in worker processes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from lvm.analysis.loss_surface import LossSurfaceFit
 from lvm.analysis.power_law import PowerLawFit
 
 
@@ -108,6 +110,51 @@ def scaling_figure(
     left, right = figure.subplots(1, 2)
     plot_loss_vs_compute(left, curves, frontier, frontier_fit)
     plot_loss_vs_params(right, points, fit, loss_label)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_loss_surface(ax: Axes, fit: LossSurfaceFit, points: pd.DataFrame, margin: float = 10.0) -> Axes:
+    """Iso-loss contours of the fitted L(N, D) over the (N, D) plane, `margin`× beyond the fitted ranges, with
+    the fitted points (`surface_points`) coloured by size, lines of equal compute C = 6·N·D, and the efficient
+    frontier (N_opt(C), D_opt(C)) in red: where each compute budget is spent best."""
+    surface = fit.surface
+    n_grid = np.geomspace(fit.params_range[0] / margin, fit.params_range[1] * margin, 200)
+    d_grid = np.geomspace(fit.tokens_range[0] / margin, fit.tokens_range[1] * margin, 200)
+    n_mesh, d_mesh = np.meshgrid(n_grid, d_grid)
+    loss = surface.loss(n_mesh, d_mesh)
+    contours = ax.contour(n_mesh, d_mesh, loss, levels=12, cmap="viridis", linewidths=0.8)
+    ax.clabel(contours, fontsize=6, fmt=lambda value: f"{value:.3g}")
+    n_lo, n_hi, d_lo, d_hi = n_grid[0], n_grid[-1], d_grid[0], d_grid[-1]
+    for compute in np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 9)[1:-1]:  # iso-compute diagonals
+        ax.plot(n_grid, compute / (6 * n_grid), color="grey", lw=0.5, ls=":")
+    colours = _size_colours(points["params"])
+    for size, run in points.groupby("params", sort=True):
+        ax.scatter(run["params"], run["tokens"], s=8, color=colours[size], zorder=3)
+    if surface.alpha > 0 and surface.beta > 0:
+        budgets = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
+        n_opt, d_opt = surface.optimal_allocation(budgets)
+        inside = (n_opt >= n_lo) & (n_opt <= n_hi) & (d_opt >= d_lo) & (d_opt <= d_hi)
+        ax.plot(
+            n_opt[inside], d_opt[inside], color="tab:red", lw=2.0,
+            label=f"efficient frontier: N_opt ∝ C^{surface.params_exponent:.2f}",
+        )  # fmt: skip
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(n_lo, n_hi)
+    ax.set_ylim(d_lo, d_hi)
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("training tokens D")
+    ax.set_title(f"Iso-loss contours of {surface.formula()}", fontsize=9)
+    return ax
+
+
+def loss_surface_figure(fit: LossSurfaceFit, points: pd.DataFrame, title: str | None = None) -> Figure:
+    """The joint-fit panel on its own figure."""
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    plot_loss_surface(figure.subplots(), fit, points)
     if title:
         figure.suptitle(title)
     return figure

@@ -8,8 +8,16 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
-from lvm.analysis import fit_power_law, params_points, runs_table
-from tests.analysis.conftest import ROOT
+from lvm.analysis import (
+    fit_loss_surface,
+    fit_power_law,
+    loss_curves,
+    params_points,
+    plan_compute,
+    runs_table,
+    surface_points,
+)
+from tests.conftest import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "scaling_laws.ipynb"
 
@@ -41,8 +49,18 @@ def test_notebook_runs_on_a_sweep_and_writes_the_figure(tiny_sweep, tmp_path, mo
         points = params_points(runs_table(tiny_sweep))
         fit = fit_power_law(points["params"], points["loss"], offset="auto")
     assert fit.describe("α") in stdout
+    # The joint-fit panel and the planner, with the same numbers as lvm.analysis gives here.
+    joint = fit_loss_surface(surface_points(loss_curves(tiny_sweep, skip_warmup=True)), n_bootstrap=100)
+    assert f"joint: {joint.surface.formula()}" in stdout
+    assert f"  alpha: {joint.estimates['alpha']}" in stdout
+    plan = plan_compute(joint, 1e20)
+    assert f"C = 1e+20: N_opt = {plan.params}" in stdout and f"{plan.model} for" in stdout
+    joint_figure = figure.with_name("scaling_joint.png")
+    assert f"joint figure: {joint_figure}" in stdout
+    with Image.open(joint_figure) as image:
+        assert image.format == "PNG" and image.width > 800 and image.height > 600
     assert f"sweep: {tiny_sweep}" in stdout and f"figure: {figure}" in stdout
-    assert any("image/png" in out.get("data", {}) for out in outputs)  # the figure is shown, too
+    assert sum("image/png" in out.get("data", {}) for out in outputs) == 2  # both figures are shown, too
     assert any("tiny_w128" in out.get("data", {}).get("text/plain", "") for out in outputs)  # the runs table
 
     with Image.open(figure) as image:

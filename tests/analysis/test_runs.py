@@ -19,7 +19,7 @@ from lvm.analysis.runs import (
     runs_table,
 )
 from lvm.model.config import ModelConfig
-from tests.analysis.conftest import BATCH_SIZE, MAX_STEPS, SEQ_LEN, WIDTHS
+from tests.conftest import BATCH_SIZE, MAX_STEPS, SEQ_LEN, WIDTHS
 
 TOKENS = MAX_STEPS * BATCH_SIZE * SEQ_LEN
 DEMO_VOCAB = 1124  # experiment=demo's vocabulary: the demo tokenizer's 1,024 codes + the 100 reserved ids

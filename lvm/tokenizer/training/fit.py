@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import decode_codes, encode_images
 from lvm.tokenizer.training.code_usage import CodeUsage
 from lvm.tokenizer.training.vqgan_module import VQGANLitModule
@@ -83,6 +84,11 @@ def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: 
     return {"psnr": float(psnr.compute()), "codebook_usage": codebook_usage, "code_perplexity": perplexity}
 
 
+def _config_difference(found: VQGANConfig, expected: VQGANConfig) -> str:
+    found, expected = found.to_dict(), expected.to_dict()
+    return ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in expected if found.get(k) != expected[k])
+
+
 def fit_tokenizer(
     train_images: np.ndarray,
     val_images: np.ndarray,
@@ -98,9 +104,12 @@ def fit_tokenizer(
     dead_code_restart_every: int = 25,
     val_check_interval: int | None = None,
     accelerator: str = "cpu",
+    init_from: str | os.PathLike | None = None,
     **module_options,
 ) -> tuple[VQGANModel, dict[str, float]]:
-    """Train a VQGAN from scratch on uint8 images (N, R, R, 3), R = config.resolution.
+    """Train a VQGAN on uint8 images (N, R, R, 3), R = config.resolution: from scratch, or, with
+    `init_from` (an open-muse folder of the same architecture), from those weights — codebook included
+    (pass codebook_init="keep" and quantize_start=0 to keep it as it is).
 
     Runs `max_steps` AdamW steps of `batch_size` images (random left-right flips) with a
     Lightning Trainer logging to TensorBoard under `default_root_dir` (no checkpoints: save the
@@ -133,6 +142,14 @@ def fit_tokenizer(
         dead_code_restart_every=dead_code_restart_every,
         **module_options,
     )
+    if init_from is not None:
+        start = load_vqgan(init_from)
+        if start.config.to_dict() != config.to_dict():
+            raise ValueError(
+                f"init_from: {init_from}: its config.json differs from the VQGAN config being trained "
+                f"({_config_difference(start.config, config)}); start from a folder of the same architecture"
+            )
+        module.vqgan.load_state_dict(start.state_dict())  # load_vqgan built it in fp32
     batch_size = min(batch_size, train_images.shape[0])
     train_loader = DataLoader(
         UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True, drop_last=True

@@ -8,7 +8,7 @@ from typing import Any
 
 from lvm.tokenizer.training.discriminator import GAN_LOSSES
 
-CODEBOOK_INITS = ("uniform", "kmeans")
+CODEBOOK_INITS = ("uniform", "kmeans", "keep")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class VQGANTrainingOptions:
     codebook_weight: float = 1.0
     # codebook
     quantize_start: int = 0  # steps of plain autoencoding before the quantizer is used
-    codebook_init: str = "uniform"  # uniform (open-muse) | kmeans (of the latents at quantize_start)
+    codebook_init: str = "uniform"  # uniform (open-muse) | kmeans (latents at quantize_start) | keep (warm start)
     kmeans_iterations: int = 10
     kmeans_batches: int = 1  # latents of this many batches pooled for k-means
     dead_code_restart_every: int = 0  # N > 0: restart codes unused for N steps from encoder outputs

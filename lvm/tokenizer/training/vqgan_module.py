@@ -27,7 +27,8 @@ Codebook:
 - `codebook_init`: "uniform" keeps the open-muse uniform(±1/K) init; "kmeans" sets the codebook at
   the step quantisation starts to k-means centres (k-means++ seeds, a few Lloyd iterations) of the
   encoder outputs of that batch and of the `kmeans_batches − 1` batches before it (with K codes and
-  h·w latents per image, one small batch holds too few points for K centres).
+  h·w latents per image, one small batch holds too few points for K centres). "keep" leaves the
+  codebook as loaded: a warm start from a trained VQGAN (`fit_tokenizer(init_from=...)`).
 - `codebook_ema_decay` > 0: VQ-VAE-2 style EMA updates after each step — per code an EMA of the
   number of latents assigned (cluster size) and of their sum; code = sum / Laplace-smoothed size.
   The codebook then gets no gradient (and is not in the optimizer).
@@ -316,8 +317,10 @@ class VQGANLitModule(pl.LightningModule):
         k-means, the pooled latents of the batches before it): k-means centres, or (with restarts on)
         random latents — left at the tiny uniform(±1/K) init, the codebook pulls the latents towards
         zero and a handful of codes take every position."""
-        latents = self.vqgan.encode_latents(images)
         pool, self._kmeans_pool = self._kmeans_pool, []
+        if self.options.codebook_init == "keep":
+            return
+        latents = self.vqgan.encode_latents(images)
         if self.options.codebook_init == "kmeans":
             self.kmeans_init_codebook(torch.cat([*pool, latents]))
         elif self.options.dead_code_restart_every:
