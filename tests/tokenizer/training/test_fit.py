@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvm.tokenizer.checkpoint import save_vqgan
 from lvm.tokenizer.training.fit import fit_tokenizer, reconstruction_psnr
 from lvm.tokenizer.vqgan import VQGANModel
 
@@ -52,3 +53,25 @@ def test_fit_tokenizer_refuses_images_of_the_wrong_size(tmp_path, config):
         fit_tokenizer(
             uint8_images(4).astype(np.float32), uint8_images(2), config, max_steps=1, default_root_dir=tmp_path
         )
+
+
+def test_fit_tokenizer_continues_from_a_saved_vqgan(tmp_path, config, model):
+    """init_from loads every weight, codebook included; codebook_init="keep" leaves the codebook as it was
+    loaded, so with a zero learning rate the run hands the same model back."""
+    save_vqgan(model, tmp_path / "start")
+    continued, _ = fit_tokenizer(
+        uint8_images(8), uint8_images(4, seed=1), config, max_steps=2, batch_size=4, learning_rate=0.0,
+        default_root_dir=tmp_path / "run", enable_progress_bar=False, logger=False, init_from=tmp_path / "start",
+        codebook_init="keep", dead_code_restart_every=0,
+    )  # fmt: skip
+    for name, value in model.state_dict().items():
+        assert torch.equal(continued.state_dict()[name], value), name
+    images = uint8_images(4, seed=1)
+    assert reconstruction_psnr(continued, images) == reconstruction_psnr(model, images)
+
+
+def test_fit_tokenizer_refuses_a_start_of_another_architecture(tmp_path, config, model):
+    start = save_vqgan(model, tmp_path / "start") or tmp_path / "start"
+    other = config.to_dict() | {"num_embeddings": config.num_embeddings * 2}
+    with pytest.raises(ValueError, match=r"init_from: .*start: its config.json differs .*num_embeddings"):
+        fit_tokenizer(uint8_images(4), uint8_images(2), other, 1, default_root_dir=tmp_path, init_from=start)
