@@ -71,7 +71,7 @@ def test_fit_tokenizer_continues_from_a_saved_vqgan(tmp_path, config, model):
 
 
 def test_fit_tokenizer_refuses_a_start_of_another_architecture(tmp_path, config, model):
-    start = save_vqgan(model, tmp_path / "start") or tmp_path / "start"
+    start = save_vqgan(model, tmp_path / "start")
     other = config.to_dict() | {"num_embeddings": config.num_embeddings * 2}
     with pytest.raises(ValueError, match=r"init_from: .*start: its config.json differs .*num_embeddings"):
         fit_tokenizer(uint8_images(4), uint8_images(2), other, 1, default_root_dir=tmp_path, init_from=start)
