@@ -79,7 +79,7 @@ class LossSurface:
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
     def optimal_allocation(self, compute: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """The closed-form minimum of L under C = 6·N·D (Hoffmann et al. 2022, appendix D.2):
+        """The closed-form minimum of L under C = 6·N·D (Hoffmann et al. 2022, §3.3):
         N_opt = G·(C/6)^(β/(α+β)),  D_opt = G⁻¹·(C/6)^(α/(α+β))."""
         if self.alpha <= 0 or self.beta <= 0:
             raise ValueError(
