@@ -141,16 +141,6 @@ def plan_table(plans: list[ComputePlan]) -> Table:
     return table
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def plan(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Fit (or take the published surface), plan every budget, print the tables, write `out_file`."""
     if console is None:
@@ -180,10 +170,12 @@ def plan(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     surface = fit.surface if isinstance(fit, LossSurfaceFit) else fit
     result = {
         "sweep_dir": None if cfg.sweep_dir is None else str(Path(cfg.sweep_dir).resolve()),
-        "surface": _jsonable(surface),
-        "estimates": _jsonable(fit.estimates) if isinstance(fit, LossSurfaceFit) else None,
-        "isoflop_params_exponent": None if isoflop is None else _jsonable(isoflop.params_exponent),
-        "plans": _jsonable(plans),
+        "surface": dataclasses.asdict(surface),
+        "estimates": {k: dataclasses.asdict(v) for k, v in fit.estimates.items()}
+        if isinstance(fit, LossSurfaceFit)
+        else None,
+        "isoflop_params_exponent": None if isoflop is None else dataclasses.asdict(isoflop.params_exponent),
+        "plans": [dataclasses.asdict(p) for p in plans],
     }
     write_json_atomic(cfg.out_file, result)
     console.print(f"plan: {cfg.out_file}")
