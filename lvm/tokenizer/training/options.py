@@ -35,6 +35,9 @@ class VQGANTrainingOptions:
     dead_code_restart_every: int = 0  # N > 0: restart codes unused for N steps from encoder outputs
     codebook_ema_decay: float = 0.0  # > 0: EMA codebook updates (e.g. 0.99) instead of its gradient
     codebook_ema_eps: float = 1e-5
+    # initialisation: > 0 starts ±R reference channels in the streams the output GroupNorms read
+    # (lvm.tokenizer.training.reference_channels), so colour gets through them from the first step
+    reference_channels: float = 0.0
     # LPIPS-VGG16 from local files (never downloaded)
     perceptual_weight: float = 0.0
     lpips_vgg_path: str | None = None
@@ -82,6 +85,8 @@ class VQGANTrainingOptions:
             )
         if not 0.0 <= self.codebook_ema_decay < 1.0:
             problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {self.codebook_ema_decay}")
+        if self.reference_channels < 0:
+            problems.append(f"reference_channels must be >= 0 (0 = off), got {self.reference_channels}")
         for name in ("perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")

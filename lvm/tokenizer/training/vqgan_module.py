@@ -37,6 +37,9 @@ Codebook:
   encoder outputs of the current batch (as in SoundStream / Jukebox), which keeps small codebooks
   from collapsing onto a few entries.
 
+`reference_channels` > 0: an initialisation (`lvm.tokenizer.training.reference_channels`) that lets the
+encoder's and decoder's output GroupNorms pass absolute colour from the first step.
+
 Validation logs loss, PSNR and SSIM (data range 1), codebook usage and code perplexity, and, when a
 TensorBoardLogger is attached, a grid of originals (top row) above their reconstructions.
 """
@@ -65,6 +68,7 @@ from lvm.tokenizer.training.discriminator import (
 from lvm.tokenizer.training.kmeans import kmeans
 from lvm.tokenizer.training.options import VQGANTrainingOptions
 from lvm.tokenizer.training.perceptual import load_lpips
+from lvm.tokenizer.training.reference_channels import pin_reference_channels
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 from lvm.training.optim import warmup_cosine_scheduler
 from lvm.training.trainer_access import attached_trainer
@@ -133,6 +137,8 @@ class VQGANLitModule(pl.LightningModule):
         self.save_hyperparameters({"config": vqgan_config.to_dict(), "options": self.options.to_dict()})
         o = self.options
         self.vqgan = VQGANModel(vqgan_config)
+        if o.reference_channels > 0:
+            pin_reference_channels(self.vqgan, o.reference_channels)
         # Step at which each code was last picked by a training batch (-1: never); a buffer so it
         # survives resume. Never-used codes are restarted at the first check, which moves the tiny
         # uniform(-1/K, 1/K) initial codebook onto the encoder's outputs.
