@@ -13,7 +13,8 @@ the rest carry the signal. With two fixed points in the group the normalisation'
 pinned, so a signal channel's absolute level survives it. The constants come from the bias of the last
 convolution that writes the stream; every other writer's rows for those channels start at zero.
 Training may then change them like any other weight; only the start differs, and the architecture
-and the open-muse format are untouched.
+and the open-muse format are untouched. Measured on the demo's frames (README, "The demo tokenizer"):
++1.6 dB on held-out frames after 300 autoencoder steps, a help but not the main cause of the slow start.
 """
 
 from __future__ import annotations
