@@ -38,12 +38,9 @@ from lvm.eval.demo_report import (
 from lvm.eval.heldout import heldout_report
 from lvm.eval.prompt_quality import generate_next_images, pixel_report
 from lvm.generation.sampler import SamplingConfig
-from lvm.media.images import images_to_tensor
 from lvm.media.skips import SkipCounter
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
-from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.training.code_usage import CodeUsage
-from lvm.tokenizer.training.fit import evaluate_tokenizer, fit_tokenizer
+from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
 from lvm.training.lit_module import LVMLitModule
@@ -107,10 +104,7 @@ def demo_tokenizer(
     vqgan = load_vqgan(folder)
     val = sentences["val"]
     photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])  # the x's: photo crops
-    # Codebook use over every held-out image needs only the encoder (the decoder is the costly half).
-    usage = CodeUsage(vqgan.config.num_embeddings)
-    usage.update(encode_images(vqgan, images_to_tensor(list(corpus_frames(val)))))
-    codebook_usage, code_perplexity = usage.compute()
+    codebook_usage, code_perplexity = encoder_code_usage(vqgan, corpus_frames(val))
     return vqgan, {
         "tokenizer_psnr": evaluate_tokenizer(vqgan, corpus_frames({"video": val["video"]}))["psnr"],
         "tokenizer_psnr_photos": evaluate_tokenizer(vqgan, photos)["psnr"],

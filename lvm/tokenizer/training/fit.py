@@ -84,6 +84,15 @@ def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: 
     return {"psnr": float(psnr.compute()), "codebook_usage": codebook_usage, "code_perplexity": perplexity}
 
 
+def encoder_code_usage(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> tuple[float, float]:
+    """(fraction of the codebook used, code perplexity) over (N, H, W, 3) uint8 images, from the encoder
+    alone: the decoder, the costly half of a round trip, is not needed to know which codes are picked."""
+    images = _check_uint8_images(images_uint8, "images_uint8")
+    usage = CodeUsage(model.config.num_embeddings)
+    usage.update(encode_images(model, _uint8_to_tensor(images), batch_size=batch_size))
+    return usage.compute()
+
+
 def _config_difference(found: VQGANConfig, expected: VQGANConfig) -> str:
     found, expected = found.to_dict(), expected.to_dict()
     return ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in expected if found.get(k) != expected[k])
