@@ -10,7 +10,8 @@ from our seeded initialisation written once as a Hugging Face folder and loaded 
 users would) and each batch size (default 1): prompts of `--context-images` images × 256 tokens of
 random VQ codes (no specials), then one image of 256 new tokens, greedy with every special id
 suppressed — what the LVM does when it writes the next image. Rows: ours with the decode step compiled
-(`compile_decode=True`; compiled in the warm-up call, outside the timings) in fp32 and in int8
+(`compile_decode=True`, which at batch 1 on CPU includes inductor's decompose-mm pass,
+`lvm.generation.engine.DECODE_INDUCTOR_OPTIONS`; compiled in the warm-up call, outside the timings) in fp32 and in int8
 (`quantize="int8"`), `--eager` adds both eagerly; `transformers` in fp32, and with its decoder layers
 quantized by the same `quantize_model` (what the engine adds on equal weights). The last column is the
 share of tokens equal to `transformers` fp32 (100 % for every fp32 row: greedy on the same weights).

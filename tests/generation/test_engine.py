@@ -3,9 +3,10 @@ uncached, unpadded recomputation."""
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lvm.generation.engine import GenerationEngine
+from lvm.generation.engine import GenerationEngine, decode_compile_kwargs
 from lvm.generation.sampler import SamplingConfig
 from lvm.model import LLaMA, ModelConfig
 
@@ -46,21 +47,25 @@ def prompts_of_lengths(*lengths: int, seed: int = 3) -> list[torch.Tensor]:
     return [torch.randint(0, VQ, (n,), generator=g) for n in lengths]
 
 
+def hf_greedy(hf: LlamaForCausalLM, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """`transformers`' greedy continuation of one prompt, the specials suppressed."""
+    return hf.generate(
+        prompt[None],
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        suppress_tokens=list(range(VQ, VOCAB)),
+    )[0, len(prompt) :]
+
+
 def test_greedy_equals_transformers_generate_for_a_ragged_batch(hf_and_ours):
     hf, ours = hf_and_ours
     prompts = prompts_of_lengths(20, 7, 13)
     batch = GenerationEngine(ours).generate(prompts, 30, GREEDY)
     assert batch.shape == (3, 30)
     for prompt, row in zip(prompts, batch):
-        expected = hf.generate(
-            prompt[None],
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            do_sample=False,
-            max_new_tokens=30,
-            min_new_tokens=30,
-            suppress_tokens=list(range(VQ, VOCAB)),
-        )[0, len(prompt) :]
-        assert torch.equal(row, expected)
+        assert torch.equal(row, hf_greedy(hf, prompt, 30))
     assert len(batch.unique()) > 5  # non-degenerate paths, so the comparison means something
 
 
@@ -121,6 +126,25 @@ def test_compiled_decode_step_writes_the_same_tokens(hf_and_ours):
     eager = GenerationEngine(ours).generate(prompts, 12, GREEDY)
     compiled = GenerationEngine(ours, compile_decode=True, compile_options={"dynamic": False})
     assert torch.equal(compiled.generate(prompts, 12, GREEDY), eager)
+
+
+@pytest.mark.slow
+def test_compiled_batch_one_step_turns_its_matmuls_into_reductions(hf_and_ours):
+    """At batch 1 inductor's decompose-mm pass rewrites the block matmuls (the speed-up measured in the
+    README) and the tokens stay those of the eager step; a `mode` leaves the options out (torch refuses both)."""
+    hf, ours = hf_and_ours
+    prompt = prompts_of_lengths(9, seed=7)
+    torch._dynamo.reset()
+    counters["inductor"].clear()
+    compiled = GenerationEngine(ours, compile_decode=True, compile_options={"dynamic": False})
+    out = compiled.generate(prompt, 12, GREEDY)
+    assert counters["inductor"]["decompose_mm"] >= 7 * ours.config.num_layers  # q, k, v, o, gate, up, down
+    assert torch.equal(out, GenerationEngine(ours).generate(prompt, 12, GREEDY))
+    assert torch.equal(out[0], hf_greedy(hf, prompt[0], 12))
+    assert decode_compile_kwargs({"mode": "reduce-overhead"}) == {"mode": "reduce-overhead"}
+    assert decode_compile_kwargs({"options": {"post_grad_fusion_options": {}}})["options"] == {
+        "post_grad_fusion_options": {}
+    }
 
 
 def test_bad_requests_are_refused(hf_and_ours):
