@@ -16,7 +16,7 @@ from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer
 # tokenizer"). The issue's goal for video frames is 26 dB and is NOT met yet; these floors catch a
 # regression (or a wrong file, such as the previous 17.2 dB weights) until better weights are shipped.
 VIDEO_PSNR_FLOOR = 19.0  # dB on held-out video frames
-PHOTO_PSNR_FLOOR = 17.8  # dB on held-out photo crops
+PHOTO_PSNR_FLOOR = 18.5  # dB on held-out photo crops (the shipped weights: 18.8; the previous ones: 18.4)
 TARGET_USAGE = 0.80  # fraction of the 1,024 codes used by the held-out images (met)
 
 
