@@ -2,7 +2,7 @@
 default dynamic KV cache, SDPA attention) on the same weights and the same prompts, in fp32 and with the
 same int8 weight-only layers on both sides.
 
-    python -m benchmarks.bench_generate                                  # ~8 minutes on 2 CPU cores
+    python -m benchmarks.bench_generate                                  # ~4 minutes on 2 CPU cores
     python -m benchmarks.bench_generate --sizes vqlm_debug --batch-sizes 1 8 --eager
 
 For each model size (default: vqlm_debug and vqlm_100m, exact dimensions of the original, random weights
