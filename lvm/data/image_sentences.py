@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,20 +31,39 @@ class ImageSentence:
 
 
 def tokenize_sentences(
-    sentences: Iterable[ImageSentence], vqgan: VQGANModel, images_per_batch: int = 256
+    sentences: Iterable[ImageSentence],
+    vqgan: VQGANModel,
+    images_per_batch: int = 256,
+    cached_images: int = 65_536,
 ) -> Iterator[VisualSentence]:
-    """Encode sentences in batches of about `images_per_batch` images, yielding them in input order."""
+    """Encode sentences in batches of about `images_per_batch` images, yielding them in input order.
+
+    An image that appears again (the same pixels: a frame shared by overlapping clips, a photo in several
+    analogy sentences) reuses its codes instead of running the encoder again; the codes of the last
+    `cached_images` distinct images are kept (0: no reuse)."""
+    cache: OrderedDict[bytes, np.ndarray] = OrderedDict()  # pixel digest → codes, least recently used first
     pending: list[ImageSentence] = []
 
     def flush() -> Iterator[VisualSentence]:
-        codes = encode_images(vqgan, images_to_tensor([im for s in pending for im in s.images]))
-        codes = codes.cpu().numpy().astype(np.uint16)
-        start = 0
-        for sentence in pending:
-            rows = codes[start : start + len(sentence)]
-            start += len(sentence)
+        keys = [[_pixel_digest(image) for image in sentence.images] for sentence in pending]
+        known = {key: cache[key] for row in keys for key in row if key in cache}
+        new: dict[bytes, np.ndarray] = {}
+        for sentence, row in zip(pending, keys):
+            for key, image in zip(row, sentence.images):
+                if key not in known:
+                    new.setdefault(key, image)
+        if new:
+            codes = encode_images(vqgan, images_to_tensor(list(new.values())))
+            known |= dict(zip(new, codes.cpu().numpy().astype(np.uint16)))
+        for key, codes in known.items():
+            if cached_images:
+                cache[key] = codes
+                cache.move_to_end(key)
+        while len(cache) > cached_images:
+            cache.popitem(last=False)
+        for sentence, row in zip(pending, keys):
             yield VisualSentence(
-                tokens=rows.reshape(-1),
+                tokens=np.concatenate([known[key] for key in row]),
                 kind=sentence.kind,
                 source=list(sentence.source),
                 n_images=len(sentence),
@@ -59,6 +80,13 @@ def tokenize_sentences(
             n_images = 0
     if pending:
         yield from flush()
+
+
+def _pixel_digest(image: np.ndarray) -> bytes:
+    """A 16-byte digest of an image's shape, dtype and pixels: equal digests mean equal images."""
+    digest = hashlib.blake2b(repr((image.shape, image.dtype.str)).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.digest()
 
 
 def write_sentence_shards(
