@@ -26,12 +26,14 @@ def demo_sentences(
     skips: SkipCounter | None = None,
     strict: bool = False,
     paired_epochs: int = 1,
+    video_epochs: int | None = None,
 ) -> dict[str, list[ImageSentence]]:
     """Sentences of `images_per_sentence` images per kind, from one split of a corpus layout (the
     dict `make_demo_corpus` / `load_demo_corpus` return). Deterministic given `seed`.
 
     - ``"video"``: clips of consecutive frames (stride 1) from each video; each video gives
-      ``n_frames // images_per_sentence`` clips (at least one), each from a random start.
+      `video_epochs` clips (default ``n_frames // images_per_sentence``, at least one), each from a random
+      start.
     - ``"paired"``: analogy sentences x1 y1 x2 y2 … of ``images_per_sentence / 2`` pairs matched by
       stem, one task per sentence — photo → edge map (``meta["task"] == "edges"``) or photo →
       grayscale (``"gray"``) — the two tasks' sentences shuffled together; `paired_epochs` passes over
@@ -64,7 +66,7 @@ def demo_sentences(
             rng_seed=video_seed,
             skips=skips,
             strict=strict,
-            n_epochs=max(1, params["n_frames"] // images_per_sentence),
+            n_epochs=video_epochs or max(1, params["n_frames"] // images_per_sentence),
         )
     )
 

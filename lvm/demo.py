@@ -166,6 +166,7 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
             seed=cfg.seed,
             skips=skips,
             paired_epochs=cfg.paired_epochs if split == "train" else 1,
+            video_epochs=cfg.video_epochs if split == "train" else None,
         )
         for split in ("train", "val")
     }

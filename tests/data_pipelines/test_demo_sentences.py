@@ -47,6 +47,15 @@ def test_video_sentences_are_consecutive_frames(small_corpus):
         assert sentence.meta["stride"] == 1 and same_images(sentence.images, frames[start : start + K])
 
 
+def test_video_epochs_sets_the_clips_per_video(small_corpus):
+    default = demo_sentences(small_corpus, "train", images_per_sentence=K)["video"]
+    more = demo_sentences(small_corpus, "train", images_per_sentence=K, video_epochs=5)["video"]
+    assert len(more) == SMALL_CORPUS["n_videos"] * 5 != len(default)
+    for video in {s.source[0] for s in more}:
+        clips = [s for s in more if s.source[0] == video]
+        assert len(clips) == 5 and [s.meta["epoch"] for s in clips] == list(range(5))
+
+
 def test_paired_sentences_hold_one_task_each(small_corpus):
     paired = demo_sentences(small_corpus, "train", images_per_sentence=K)["paired"]
     relation = {"edges": edge_map_rgb, "gray": to_grayscale_rgb}
