@@ -7,23 +7,14 @@ import torch
 
 from lvm.data.image_sentences import ImageSentence, tokenize_sentences
 from lvm.tokenizer.codec import encode_images
-from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
+from lvm.tokenizer.vqgan import VQGANModel
+from tests.tokenizer.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def vqgan() -> VQGANModel:
     torch.manual_seed(0)
-    config = VQGANConfig(
-        resolution=32,
-        hidden_channels=32,
-        channel_mult=(1, 1, 1),
-        num_res_blocks=1,
-        attn_resolutions=(),
-        z_channels=32,
-        num_embeddings=64,
-        quantized_embed_dim=8,
-    )
-    return VQGANModel(config).eval()
+    return VQGANModel(tiny_config()).eval()
 
 
 def counted_images(vqgan: VQGANModel) -> list[int]:
