@@ -55,12 +55,12 @@ def tokenize_sentences(
         if new:
             codes = encode_images(vqgan, images_to_tensor(list(new.values())))
             known |= dict(zip(new, codes.cpu().numpy().astype(np.uint16)))
-        for key, codes in known.items():
-            if cached_images:
-                cache[key] = codes
+        if cached_images:
+            for key, image_codes in known.items():
+                cache[key] = image_codes
                 cache.move_to_end(key)
-        while len(cache) > cached_images:
-            cache.popitem(last=False)
+            while len(cache) > cached_images:
+                cache.popitem(last=False)
         for sentence, row in zip(pending, keys):
             yield VisualSentence(
                 tokens=np.concatenate([known[key] for key in row]),
