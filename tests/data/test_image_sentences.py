@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lvm.data.image_sentences import ImageSentence, tokenize_sentences
+from lvm.media.images import images_to_tensor
 from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.vqgan import VQGANModel
 from tests.tokenizer.conftest import tiny_config
@@ -35,7 +36,7 @@ def test_repeated_images_are_encoded_once_with_their_own_codes(vqgan):
     # Batches of ~8 images: repeats fall both inside one batch and across batches.
     out = list(tokenize_sentences(sentences, vqgan, images_per_batch=8))
     assert sum(seen) == 6
-    own = encode_images(vqgan, torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255).numpy()
+    own = encode_images(vqgan, images_to_tensor(photos)).numpy()
     for sentence, row in zip(out, picks):
         assert sentence.n_images == 4 and sentence.tokens.dtype == np.uint16
         np.testing.assert_array_equal(sentence.tokens, np.concatenate([own[i] for i in row]))
