@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lvm.demo import run_demo
+from lvm.media.images import images_to_tensor
+from lvm.tokenizer.checkpoint import load_vqgan
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = ("next_frame", "edges", "gray")  # the order of prompts.png's rows
@@ -64,9 +68,15 @@ def test_demo_runs_every_stage(demo_run):
         "unigram_loss",
         "copy_last_frame_loss",
         "gray_saturation",
+        "gray_saturation_ceiling",
     ):
         assert math.isfinite(summary[key]), key
     assert summary["val_ppl"] == math.exp(summary["val_loss"])
+    # every stage timed, with the process's peak memory so far: it can only grow, and torch alone is > 100 MB
+    stages = ["corpus", "tokenizer", "shards", "lvm", "evaluation"]
+    assert list(summary["seconds"]) == stages and list(summary["peak_rss_mb"]) == stages
+    peaks = list(summary["peak_rss_mb"].values())
+    assert peaks == sorted(peaks) and peaks[0] > 100
     # the tokenizer trained here is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
     assert json.loads((run_dir / "tokenizer" / "config.json").read_text())["num_embeddings"] == 256
     assert (run_dir / "lvm" / "checkpoints" / "last.ckpt").exists()
@@ -113,6 +123,19 @@ def test_prompt_files_and_baselines_agree_with_scikit_image(demo_run):
     assert peak_signal_noise_ratio(edges, np.zeros_like(edges), data_range=255) == pytest.approx(
         summary["baseline_psnr"]["edges"]["black"], abs=1e-3
     )
+
+
+def test_gray_saturation_ceiling_is_the_tokenizers_round_trip(demo_run):
+    """The saturation an LVM writing exactly the true codes would show: the run's VQGAN round trip of the gray
+    truths (read from the files the demo wrote), measured with scikit-image's HSV conversion."""
+    run_dir, summary = demo_run
+    index = json.loads((run_dir / "prompts.json").read_text())
+    truth = [read_png(run_dir / item["target"]) for item in index["analogy"] if item["task"] == "gray"]
+    vqgan = load_vqgan(run_dir / "tokenizer")
+    with torch.no_grad():
+        round_trip = vqgan(images_to_tensor(truth))[0].clamp(0, 1)
+    round_trip = (round_trip * 255).round().permute(0, 2, 3, 1).numpy() / 255
+    assert rgb2hsv(round_trip)[..., 1].mean() == pytest.approx(summary["gray_saturation_ceiling"], abs=1e-4)
 
 
 def test_prompt_gallery_reaches_tensorboard(demo_run):

@@ -125,7 +125,10 @@ def print_summary(summary: dict) -> None:
         pixels.add_row(task, str(summary["n_prompts"][task]), f"{value:.2f}", baselines)
     console.print(pixels)
     if "gray_saturation" in summary:
-        print(f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f}")
+        print(
+            f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f} "
+            f"(the tokenizer's round trip of the gray truth: {summary['gray_saturation_ceiling']:.3f})"
+        )
     print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
     print(

@@ -117,9 +117,10 @@ def generate_next_images(
 def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSet], vqgan: VQGANModel) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
     `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
-    writes exactly the true codes gets), `gray_saturation` (mean HSV saturation of the generated gray images, when
-    that task is there)
-    and `n_prompts` per task."""
+    writes exactly the true codes gets), `n_prompts` per task, and when the gray task is there
+    `gray_saturation` (mean HSV saturation of the generated gray images) next to
+    `gray_saturation_ceiling` (that of the VQGAN's round trip of the gray truth: the least an LVM that
+    writes exactly the true codes shows)."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
         truth = prompt_set.truth
@@ -128,6 +129,7 @@ def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSe
         baselines = baseline_images(task, prompt_set.contexts, truth) | {"tokenizer_ceiling": ceiling}
         report["baseline_psnr"][task] = {name: set_psnr(images, truth) for name, images in baselines.items()}
         report["n_prompts"][task] = int(truth.shape[0])
-    if "gray" in generated:
-        report["gray_saturation"] = mean_saturation(generated["gray"])
+        if task == "gray":
+            report["gray_saturation"] = mean_saturation(generated[task])
+            report["gray_saturation_ceiling"] = mean_saturation(ceiling)
     return report

@@ -11,16 +11,16 @@ import torch
 
 from lvm.media.images import load_image, tensor_to_uint8
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
-from lvm.tokenizer.codec import decode_codes, encode_images
+from lvm.tokenizer.codec import BATCH_SIZE, decode_codes, encode_images
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
 
 
-def encode(model: VQGANModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def encode(model: VQGANModel, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Images (B, 3, R, R) float in [0, 1] → codes (B, tokens_per_image) int64."""
     return encode_images(model, images, batch_size=batch_size)
 
 
-def decode(model: VQGANModel, codes: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def decode(model: VQGANModel, codes: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Codes (B, tokens_per_image) → images (B, 3, R, R) float in [0, 1]."""
     return decode_codes(model, codes, batch_size=batch_size)
 

@@ -21,6 +21,11 @@ import torch
 
 from lvm.tokenizer.vqgan import VQGANModel
 
+# Images per encoder/decoder call by default. On 2 CPU cores 16 images of 64 px encode faster than 64 (1.9 s
+# against 2.5 s for 256 images; decode 3.4 s against 4.8 s) with 0.3 GB less peak memory, the convolutions'
+# activations staying in cache; GPU callers pass larger batches.
+BATCH_SIZE = 16
+
 
 @contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
@@ -54,7 +59,7 @@ def _inference_context(device: torch.device, autocast_dtype: torch.dtype | None)
 def encode_images(
     model: VQGANModel,
     images: torch.Tensor,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
@@ -90,7 +95,7 @@ def encode_images(
 def decode_codes(
     model: VQGANModel,
     codes: torch.Tensor,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Codes (B, n) in [0, num_embeddings), n a square number → images (B, 3, √n·f, √n·f) in [0, 1]."""

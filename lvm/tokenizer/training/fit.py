@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from lvm.tokenizer.checkpoint import load_vqgan
-from lvm.tokenizer.codec import decode_codes, encode_images
+from lvm.tokenizer.codec import BATCH_SIZE, decode_codes, encode_images
 from lvm.tokenizer.training.code_usage import CodeUsage
 from lvm.tokenizer.training.vqgan_module import VQGANLitModule
 from lvm.tokenizer.vqgan import VQGANConfig, VQGANModel
@@ -66,13 +66,13 @@ def _round_trip(model: VQGANModel, images: np.ndarray, batch_size: int):
         yield chunk.mul(255.0).round_(), decoded.mul(255.0).round_(), codes
 
 
-def reconstruction_psnr(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> float:
+def reconstruction_psnr(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE) -> float:
     """PSNR in dB (data range 255) of (N, H, W, 3) uint8 images against encode → decode → uint8,
     over all pixels of all images (one MSE, not a mean of per-image PSNRs)."""
     return evaluate_tokenizer(model, images_uint8, batch_size)["psnr"]
 
 
-def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> dict[str, float]:
+def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE) -> dict[str, float]:
     """{"psnr" (dB, uint8 round trip), "codebook_usage" (fraction of codes used), "code_perplexity"}."""
     images = _check_uint8_images(images_uint8, "images_uint8")
     psnr = PeakSignalNoiseRatio(data_range=255.0)
@@ -84,7 +84,9 @@ def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: 
     return {"psnr": float(psnr.compute()), "codebook_usage": codebook_usage, "code_perplexity": perplexity}
 
 
-def encoder_code_usage(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = 64) -> tuple[float, float]:
+def encoder_code_usage(
+    model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE
+) -> tuple[float, float]:
     """(fraction of the codebook used, code perplexity) over (N, H, W, 3) uint8 images, from the encoder
     alone: the decoder, the costly half of a round trip, is not needed to know which codes are picked."""
     images = _check_uint8_images(images_uint8, "images_uint8")

@@ -3,7 +3,11 @@
 Generator loss, each term optional through its weight:
 
     loss = rec + perceptual_weight·LPIPS + codebook_weight·VQ + λ·L_G
-    rec  = l1_weight·|x̂ − x| + l2_weight·(x̂ − x)²
+    rec  = l1_weight·|x̂ − x| + l2_weight·(x̂ − x)² + mean_colour_weight·(mean(x̂) − mean(x))²
+
+- The mean-colour term compares each image's colour averaged over its pixels (per channel): a
+  flat tint costs it in full, detail that averages out costs it nothing. The GroupNorms lose much of
+  that colour (README, "The demo tokenizer"); the term weighs it up without changing what PSNR measures.
 
 - VQ is the quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
   (`VQGANModel.quantize(z, return_loss=True)`); with EMA codebook updates only the first term
@@ -227,12 +231,16 @@ class VQGANLitModule(pl.LightningModule):
         self, images: torch.Tensor, reconstructions: torch.Tensor, vq_loss: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """loss = nll + codebook_weight·vq_loss, nll = rec_loss (+ perceptual_weight·LPIPS),
-        rec_loss = l1_weight·L1 + l2_weight·L2."""
+        rec_loss = l1_weight·L1 + l2_weight·L2 (+ mean_colour_weight·mean-colour L2)."""
         hp = self.options
         rec_loss = hp.l1_weight * F.l1_loss(reconstructions, images) + hp.l2_weight * F.mse_loss(
             reconstructions, images
         )
-        out = {"rec_loss": rec_loss, "vq_loss": vq_loss}
+        out = {"vq_loss": vq_loss}
+        if hp.mean_colour_weight > 0:
+            out["mean_colour_loss"] = F.mse_loss(reconstructions.mean(dim=(-2, -1)), images.mean(dim=(-2, -1)))
+            rec_loss = rec_loss + hp.mean_colour_weight * out["mean_colour_loss"]
+        out["rec_loss"] = rec_loss
         nll = rec_loss
         if self.perceptual is not None:
             out["perceptual_loss"] = self.perceptual(reconstructions, images).mean()
@@ -257,6 +265,7 @@ class VQGANLitModule(pl.LightningModule):
         for name in (
             "rec_loss",
             "vq_loss",
+            "mean_colour_loss",
             "perceptual_loss",
             "g_loss",
             "d_weight",

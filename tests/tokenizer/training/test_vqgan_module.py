@@ -80,6 +80,25 @@ def test_training_loss_is_l1_plus_l2_plus_vq(config):
     assert module.vqgan.quantize.embedding.weight.grad.abs().sum() > 0
 
 
+def test_mean_colour_term_weighs_each_images_average_colour(config):
+    module = VQGANLitModule(config.to_dict(), l1_weight=0.0, l2_weight=1.0, mean_colour_weight=4.0)
+    images = smooth_images(3)
+    # A flat tint of (+0.1, 0, -0.2) costs the term its full square; zero-mean detail costs it nothing.
+    detail = torch.full(images.shape[-2:], 0.05)
+    detail[::2] = -0.05  # alternating rows: every channel's average is unchanged
+    tinted = images + torch.tensor([0.1, 0.0, -0.2]).view(1, 3, 1, 1)
+    vq = torch.zeros(())
+    expected_tint = sum((0.1**2, 0.0, 0.2**2)) / 3  # mean over images and channels of the squared mean shift
+    out = module._weighted_losses(images, tinted, vq)
+    assert float(out["mean_colour_loss"]) == pytest.approx(expected_tint, rel=1e-5)
+    assert float(out["rec_loss"]) == pytest.approx(expected_tint + 4.0 * expected_tint, rel=1e-5)
+    out = module._weighted_losses(images, images + detail, vq)
+    assert float(out["mean_colour_loss"]) == pytest.approx(0.0, abs=1e-12)
+    assert "mean_colour_loss" not in VQGANLitModule(config.to_dict())._weighted_losses(images, tinted, vq)
+    with pytest.raises(ValueError, match="mean_colour_weight must be >= 0"):
+        VQGANLitModule(config.to_dict(), mean_colour_weight=-1.0)
+
+
 def test_validation_logs_psnr_usage_and_perplexity_against_formulas(model, config):
     module = VQGANLitModule(config.to_dict())
     module.vqgan.load_state_dict(model.state_dict())
