@@ -115,11 +115,17 @@ def demo_tokenizer(
 
 
 def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> DictConfig:
-    """conf/train.yaml with experiment=demo, reading the shards and writing logs under `run_dir`; the
-    sentence length follows the tokenizer, and the prompt gallery shows the held-out shards' prompts."""
+    """conf/train.yaml with experiment=demo, the demo's model size (`lvm_model`) and steps (`lvm_max_steps`),
+    reading the shards and writing logs under `run_dir`; the sentence length follows the tokenizer, and the
+    prompt gallery shows the held-out shards' prompts. `lvm_overrides` come last."""
     n = vqgan.config.tokens_per_image
+    half_way = max(1, cfg.lvm_max_steps // 2)
     overrides = [
         "experiment=demo",
+        *(f"model.{name}={value}" for name, value in cfg.lvm_model.items()),
+        f"trainer.max_steps={cfg.lvm_max_steps}",
+        f"trainer.val_check_interval={half_way}",
+        f"callbacks.model_checkpoint.every_n_train_steps={half_way}",
         f"paths.data_dir={run_dir}",
         f"paths.output_dir={run_dir / 'lvm'}",
         f"seed={cfg.seed}",

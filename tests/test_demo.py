@@ -15,7 +15,7 @@ from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lvm.demo import run_demo
+from lvm.demo import SHIPPED_TOKENIZER, compose_lvm_config, run_demo
 from lvm.media.images import images_to_tensor
 from lvm.tokenizer.checkpoint import load_vqgan
 
@@ -152,3 +152,26 @@ def test_prompt_gallery_reaches_tensorboard(demo_run):
     for task in TASKS:
         assert sorted(set(tags[f"gallery/{task}"])) == [3, 6]
         assert sorted(set(tags[f"gallery/psnr_{task}"])) == [3, 6]
+
+
+def test_the_demos_lvm_size_and_steps_compose_and_lvm_overrides_come_last(tmp_path):
+    """conf/demo.yaml's lvm_model and lvm_max_steps reach the LVM's config (validation and checkpoints at
+    half-way and at the end); lvm_overrides still win over both."""
+    vqgan = load_vqgan(SHIPPED_TOKENIZER)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=[f"paths.output_dir={tmp_path}"])
+        train_cfg = compose_lvm_config(cfg, tmp_path, vqgan)
+        changed = compose("demo", overrides=[f"paths.output_dir={tmp_path}", "lvm_overrides=['model.num_layers=2']"])
+        changed_cfg = compose_lvm_config(changed, tmp_path, vqgan)
+    model = train_cfg.model
+    assert (model.num_layers, model.hidden_size, model.intermediate_size) == (
+        cfg.lvm_model.num_layers,
+        cfg.lvm_model.hidden_size,
+        cfg.lvm_model.intermediate_size,
+    )
+    assert model.vocab_size == 1124 and train_cfg.data.seq_len == 8 * 64
+    assert train_cfg.trainer.max_steps == cfg.lvm_max_steps
+    half_way = cfg.lvm_max_steps // 2
+    assert train_cfg.trainer.val_check_interval == half_way
+    assert train_cfg.callbacks.model_checkpoint.every_n_train_steps == half_way
+    assert changed_cfg.model.num_layers == 2 and changed_cfg.model.hidden_size == cfg.lvm_model.hidden_size
