@@ -40,6 +40,7 @@ from lvm.eval.heldout import heldout_report
 from lvm.eval.prompt_quality import generate_next_images, pixel_report
 from lvm.generation.sampler import SamplingConfig
 from lvm.media.skips import SkipCounter
+from lvm.model.config import RESERVED_IDS
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
@@ -116,7 +117,8 @@ def demo_tokenizer(
 
 def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> DictConfig:
     """conf/train.yaml with experiment=demo, the demo's model size (`lvm_model`) and steps (`lvm_max_steps`),
-    reading the shards and writing logs under `run_dir`; the sentence length follows the tokenizer, and the
+    reading the shards and writing logs under `run_dir`; the vocabulary (the tokenizer's codes + the 100 reserved
+    ids) and the sentence length follow the tokenizer, and the
     prompt gallery shows the held-out shards' prompts. `lvm_overrides` come last."""
     n = vqgan.config.tokens_per_image
     half_way = max(1, cfg.lvm_max_steps // 2)
@@ -129,6 +131,7 @@ def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> Dic
         f"paths.data_dir={run_dir}",
         f"paths.output_dir={run_dir / 'lvm'}",
         f"seed={cfg.seed}",
+        f"model.vocab_size={vqgan.config.num_embeddings + RESERVED_IDS}",
         f"data.tokens_per_image={n}",
         f"data.seq_len={cfg.images_per_sentence * n}",
     ]

@@ -146,10 +146,10 @@ def test_gallery_callbacks_need_a_tokenizer_and_prompt_sources(compose_train, tm
 def test_demo_experiment_composes(compose_train):
     cfg = compose_train("experiment=demo")
     assert cfg.model.name == "vqlm_demo" and cfg.task_name == "demo"
-    # vqlm_debug's blocks, with the demo tokenizer's 1,024 codes + the 100 reserved ids as vocabulary
+    # vqlm_debug's blocks, with the demo tokenizer's 256 codes + the 100 reserved ids as vocabulary
     debug = instantiate(compose_train("model=vqlm_debug").model)
     demo = instantiate(cfg.model)
-    assert (demo.hidden_size, demo.num_layers, demo.vocab_size) == (debug.hidden_size, debug.num_layers, 1124)
+    assert (demo.hidden_size, demo.num_layers, demo.vocab_size) == (debug.hidden_size, debug.num_layers, 356)
     assert cfg.data.seq_len % cfg.data.tokens_per_image == 0
     assert cfg.scheduler.decay_steps == cfg.trainer.max_steps
 

@@ -72,6 +72,9 @@ def test_demo_runs_every_stage(demo_run):
     ):
         assert math.isfinite(summary[key]), key
     assert summary["val_ppl"] == math.exp(summary["val_loss"])
+    shots = 8 // 2  # analogy sentences of 8 images: 4 (x, y) pairs
+    for key in ("answer_loss_by_shot", "answer_first_token_loss_by_shot"):
+        assert len(summary[key]) == shots and all(math.isfinite(v) for v in summary[key]), key
     # every stage timed, with the process's peak memory so far: it can only grow, and torch alone is > 100 MB
     stages = ["corpus", "tokenizer", "shards", "lvm", "evaluation"]
     assert list(summary["seconds"]) == stages and list(summary["peak_rss_mb"]) == stages
@@ -79,7 +82,9 @@ def test_demo_runs_every_stage(demo_run):
     assert peaks == sorted(peaks) and peaks[0] > 100
     # the tokenizer trained here is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
     assert json.loads((run_dir / "tokenizer" / "config.json").read_text())["num_embeddings"] == 256
-    assert (run_dir / "lvm" / "checkpoints" / "last.ckpt").exists()
+    checkpoint = torch.load(run_dir / "lvm" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # the LVM's vocabulary follows the tokenizer: its 256 codes + the 100 reserved ids
+    assert checkpoint["state_dict"]["model.embed_tokens.weight"].shape[0] == 256 + 100
     for kind in ("video", "paired", "sequence"):
         manifest = json.loads((run_dir / "shards" / "val" / kind / "manifest.json").read_text())
         assert manifest["tokens"] == manifest["samples"] * 8 * 16
@@ -169,7 +174,7 @@ def test_the_demos_lvm_size_and_steps_compose_and_lvm_overrides_come_last(tmp_pa
         cfg.lvm_model.hidden_size,
         cfg.lvm_model.intermediate_size,
     )
-    assert model.vocab_size == 1124 and train_cfg.data.seq_len == 8 * 64
+    assert model.vocab_size == vqgan.config.num_embeddings + 100 and train_cfg.data.seq_len == 8 * 64
     assert train_cfg.trainer.max_steps == cfg.lvm_max_steps
     half_way = cfg.lvm_max_steps // 2
     assert train_cfg.trainer.val_check_interval == half_way

@@ -304,7 +304,7 @@ def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_da
         "experiment=finetune",
         "data=demo",
         "model=vqlm_debug",
-        "model.vocab_size=1124",
+        "model.vocab_size=356",
         *DEMO_SHARDS,
         "trainer.max_steps=2",
         "scheduler.warmup_steps=1",

@@ -129,6 +129,12 @@ def print_summary(summary: dict) -> None:
             f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f} "
             f"(the tokenizer's round trip of the gray truth: {summary['gray_saturation_ceiling']:.3f})"
         )
+    if "answer_first_token_loss_by_shot" in summary:
+        by_shot = " → ".join(f"{loss:.2f}" for loss in summary["answer_first_token_loss_by_shot"])
+        print(
+            f"Analogy answers, loss on the first token by shot: {by_shot} (falling: the LVM infers the task "
+            "from the examples)"
+        )
     print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
     print(

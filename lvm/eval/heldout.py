@@ -5,6 +5,10 @@ it within the sentence. The baselines are fitted on training sentences only:
 - unigram: token frequencies of the training data (add-α smoothed over the codebook);
 - copy-last-frame (videos): the token at the same place in the previous frame, mixed with the unigram
   for the fraction ε of tokens that do change, ε fitted on training videos.
+
+For analogy sentences (x1, y1, …, xk, yk) the model's loss on each answer y_j, and on its first token alone, is
+reported per shot j: a model that infers the task from the examples predicts y_k better than y_1, most of all at
+the first token, where nothing of y_j itself tells the task yet.
 """
 
 from __future__ import annotations
@@ -71,6 +75,19 @@ def model_nll(model: LLaMA, sentences: Sequence[np.ndarray], batch_size: int = 1
     return out  # type: ignore[return-value]
 
 
+def answer_loss_by_shot(model_rows: Sequence[np.ndarray], tokens_per_image: int) -> tuple[list[float], list[float]]:
+    """(mean loss on each answer image y_j, mean loss on its first token), j = 1..k, over analogy sentences
+    (x1, y1, …, xk, yk) given as per-target NLL rows (targets 1..T−1, so token p is row index p − 1)."""
+    n = tokens_per_image
+    shots = min(len(row) + 1 for row in model_rows) // (2 * n)
+    whole, first = [], []
+    for j in range(shots):
+        start = n * (2 * j + 1) - 1  # row index of y_j's first token
+        whole.append(float(np.mean([row[start : start + n] for row in model_rows])))
+        first.append(float(np.mean([row[start] for row in model_rows])))
+    return whole, first
+
+
 def heldout_report(
     model: LLaMA,
     val_sentences: Sequence[np.ndarray],
@@ -80,7 +97,8 @@ def heldout_report(
     tokens_per_image: int,
     num_codes: int,
 ) -> dict[str, float]:
-    """Model vs unigram on all held-out targets; model vs copy-last-frame on video targets after frame 1."""
+    """Model vs unigram on all held-out targets; model vs copy-last-frame on video targets after frame 1; the
+    model's loss on each analogy answer by shot (`answer_loss_by_shot`)."""
     log_probs = unigram_log_probs(train_sentences, num_codes)
     model_rows = model_nll(model, val_sentences)
     val_loss = float(np.mean(np.concatenate(model_rows)))
@@ -102,4 +120,9 @@ def heldout_report(
             np.mean(np.concatenate([copy_last_frame_nll(val_sentences[i], n, log_probs, eps) for i in videos]))
         )
         report["copy_last_frame_eps"] = eps
+    paired = [model_rows[i] for i, kind in enumerate(val_kinds) if kind == "paired"]
+    if paired:
+        report["answer_loss_by_shot"], report["answer_first_token_loss_by_shot"] = answer_loss_by_shot(
+            paired, tokens_per_image
+        )
     return report

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, replace
 
 # 8192 VQ codes (ids 0..8191) + 100 reserved special ids (8192..8291); training data holds no specials.
 NUM_VQ_CODES = 8192
-VOCAB_SIZE = 8292
+RESERVED_IDS = 100
+VOCAB_SIZE = NUM_VQ_CODES + RESERVED_IDS  # 8292
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from lvm.model.config import ModelConfig
 from tests.conftest import BATCH_SIZE, MAX_STEPS, SEQ_LEN, WIDTHS
 
 TOKENS = MAX_STEPS * BATCH_SIZE * SEQ_LEN
-DEMO_VOCAB = 1124  # experiment=demo's vocabulary: the demo tokenizer's 1,024 codes + the 100 reserved ids
+DEMO_VOCAB = 356  # experiment=demo's vocabulary: the demo tokenizer's 256 codes + the 100 reserved ids
 
 
 def events(job_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lvm.eval.heldout import (
+    answer_loss_by_shot,
     copy_last_frame_nll,
     fit_copy_eps,
     heldout_report,
@@ -74,5 +75,19 @@ def test_model_nll_matches_the_training_loss_and_report_keys():
         "copy_last_frame_loss",
         "copy_last_frame_eps",
         "val_loss_video_after_first_frame",
+        "answer_loss_by_shot",
+        "answer_first_token_loss_by_shot",
     }
+    # The one paired sentence (32 tokens of 8-token images: 2 shots): y_1 is tokens 8..15, y_2 tokens 24..31.
+    row = rows[1]
+    assert report["answer_loss_by_shot"] == pytest.approx([row[7:15].mean(), row[23:31].mean()])
+    assert report["answer_first_token_loss_by_shot"] == pytest.approx([row[7], row[23]])
     assert report["val_ppl"] == pytest.approx(math.exp(report["val_loss"]))
+
+
+def test_answer_loss_by_shot_reads_each_answer_image():
+    # Sentences x1 y1 x2 y2 of 2-token images: 8 tokens, targets 1..7 → rows of 7 losses.
+    rows = [np.arange(7.0), np.arange(7.0) + 10]
+    whole, first = answer_loss_by_shot(rows, tokens_per_image=2)
+    # y1 = tokens 2, 3 → rows 1, 2; y2 = tokens 6, 7 → rows 5, 6; averaged over the two sentences.
+    assert whole == pytest.approx([6.5, 10.5]) and first == pytest.approx([6.0, 10.0])

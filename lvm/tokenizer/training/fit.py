@@ -100,6 +100,27 @@ def _config_difference(found: VQGANConfig, expected: VQGANConfig) -> str:
     return ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in expected if found.get(k) != expected[k])
 
 
+def load_start(vqgan: VQGANModel, init_from: str | os.PathLike, refit_codebook: bool = False) -> None:
+    """Load the open-muse folder `init_from` into `vqgan`, which must have the same architecture. With
+    `refit_codebook` (codebook_init="kmeans": the codebook is set from the latents once quantisation starts)
+    its codebook may differ in size: everything but the codebook is loaded, so a trained tokenizer can be
+    given fewer codes (README, "The demo tokenizer")."""
+    start = load_vqgan(init_from)  # fp32
+    found, wanted = start.config.to_dict(), vqgan.config.to_dict()
+    if refit_codebook:
+        found["num_embeddings"] = wanted["num_embeddings"]
+    if found != wanted:
+        raise ValueError(
+            f"init_from: {init_from}: its config.json differs from the VQGAN config being trained "
+            f"({_config_difference(start.config, vqgan.config)}); start from a folder of the same architecture"
+            + ("" if refit_codebook else " (only num_embeddings may differ, with codebook_init=kmeans)")
+        )
+    state = start.state_dict()
+    if start.config.num_embeddings != vqgan.config.num_embeddings:
+        state["quantize.embedding.weight"] = vqgan.quantize.embedding.weight.detach().clone()
+    vqgan.load_state_dict(state)
+
+
 def fit_tokenizer(
     train_images: np.ndarray,
     val_images: np.ndarray,
@@ -120,7 +141,8 @@ def fit_tokenizer(
 ) -> tuple[VQGANModel, dict[str, float]]:
     """Train a VQGAN on uint8 images (N, R, R, 3), R = config.resolution: from scratch, or, with
     `init_from` (an open-muse folder of the same architecture), from those weights — codebook included
-    (pass codebook_init="keep" and quantize_start=0 to keep it as it is).
+    (pass codebook_init="keep" and quantize_start=0 to keep it as it is; with codebook_init="kmeans" the
+    codebook is refitted from the latents at quantize_start and may have another size: `load_start`).
 
     Runs `max_steps` AdamW steps of `batch_size` images (random left-right flips) with a
     Lightning Trainer logging to TensorBoard under `default_root_dir` (no checkpoints: save the
@@ -154,13 +176,7 @@ def fit_tokenizer(
         **module_options,
     )
     if init_from is not None:
-        start = load_vqgan(init_from)
-        if start.config.to_dict() != config.to_dict():
-            raise ValueError(
-                f"init_from: {init_from}: its config.json differs from the VQGAN config being trained "
-                f"({_config_difference(start.config, config)}); start from a folder of the same architecture"
-            )
-        module.vqgan.load_state_dict(start.state_dict())  # load_vqgan built it in fp32
+        load_start(module.vqgan, init_from, refit_codebook=module.options.codebook_init == "kmeans")
     batch_size = min(batch_size, train_images.shape[0])
     train_loader = DataLoader(
         UInt8ImageDataset(train_images, flip=True), batch_size=batch_size, shuffle=True, drop_last=True

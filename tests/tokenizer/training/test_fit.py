@@ -75,3 +75,28 @@ def test_fit_tokenizer_refuses_a_start_of_another_architecture(tmp_path, config,
     other = config.to_dict() | {"num_embeddings": config.num_embeddings * 2}
     with pytest.raises(ValueError, match=r"init_from: .*start: its config.json differs .*num_embeddings"):
         fit_tokenizer(uint8_images(4), uint8_images(2), other, 1, default_root_dir=tmp_path, init_from=start)
+
+
+def test_fit_tokenizer_refits_a_smaller_codebook_from_a_saved_vqgan(tmp_path, config, model):
+    """With codebook_init="kmeans" a start with more codes is accepted: every other weight is loaded and the
+    codebook becomes k-means centres of the latents, which quantise them better than the start's first rows."""
+    start = save_vqgan(model, tmp_path / "start")
+    smaller = config.to_dict() | {"num_embeddings": config.num_embeddings // 2}
+    images = uint8_images(8)
+    refitted, _ = fit_tokenizer(
+        images, uint8_images(4, seed=1), smaller, max_steps=3, batch_size=4, learning_rate=0.0,
+        default_root_dir=tmp_path / "run", enable_progress_bar=False, logger=False, init_from=start,
+        codebook_init="kmeans", quantize_start=2, kmeans_batches=2, dead_code_restart_every=0,
+    )  # fmt: skip
+    assert refitted.config.num_embeddings == config.num_embeddings // 2
+    for name, value in model.state_dict().items():
+        if name != "quantize.embedding.weight":
+            assert torch.equal(refitted.state_dict()[name], value), name
+    with torch.no_grad():
+        latents = refitted.encode_latents(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    codebook = refitted.quantize.embedding.weight.detach()
+    first_rows = model.quantize.embedding.weight.detach()[: codebook.shape[0]]
+    assert torch.cdist(flat, codebook).min(1).values.mean() < torch.cdist(flat, first_rows).min(1).values.mean()
+    # k-means centres lie inside the latents' bounding box; open-muse's uniform(±1/K) start rows need not.
+    assert bool(((codebook >= flat.min(0).values - 1e-5) & (codebook <= flat.max(0).values + 1e-5)).all())
