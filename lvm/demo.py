@@ -118,8 +118,8 @@ def demo_tokenizer(
 def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> DictConfig:
     """conf/train.yaml with experiment=demo, the demo's model size (`lvm_model`) and steps (`lvm_max_steps`),
     reading the shards and writing logs under `run_dir`; the vocabulary (the tokenizer's codes + the 100 reserved
-    ids) and the sentence length follow the tokenizer, and the
-    prompt gallery shows the held-out shards' prompts. `lvm_overrides` come last."""
+    ids) and the sentence length follow the tokenizer, and the prompt gallery shows the held-out shards' prompts.
+    `lvm_overrides` come last."""
     n = vqgan.config.tokens_per_image
     half_way = max(1, cfg.lvm_max_steps // 2)
     overrides = [
