@@ -6,7 +6,7 @@
 Rows, each with its peak device memory:
 - training: forward + backward + AdamW steps of `--train-size` (default vqlm_1b) at `--seq-len` 4096, batch 1,
   bf16 autocast over fp32 weights, attention through SDPA and, when `flash_attn` imports, flash-attn;
-  tokens/s and MFU against the chip's bf16 peak (`lvm.training.throughput.lookup_peak_flops`);
+  tokens/s and MFU against the chip's bf16 peak (`lvm.core.chips.lookup_peak_flops`);
 - decoding: `--decode-size` (default vqlm_7b, random weights) at batch 1, a 768-token prompt and
   `--new-tokens` greedy tokens: our engine in bf16 and in int8 (`quantize_model`, dequantizing on CUDA),
   next to `transformers` `generate` in bf16 on the same weights.
@@ -26,13 +26,13 @@ import torch
 from transformers import LlamaForCausalLM
 
 import lvm.model.llama as llama_module
+from lvm.core.chips import lookup_peak_flops
 from lvm.generation.engine import GenerationEngine
 from lvm.generation.sampler import SamplingConfig
 from lvm.interop.hf import export_hf
 from lvm.interop.pretrained import load_model
 from lvm.model.config import NUM_VQ_CODES, ModelConfig
 from lvm.model.llama import LLaMA
-from lvm.training.throughput import lookup_peak_flops
 
 GREEDY = SamplingConfig(temperature=0)
 

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from lvm.analysis.loss_surface import LossSurface, LossSurfaceFit, bootstrap_estimate
 from lvm.analysis.power_law import Estimate
+from lvm.core.chips import chip_peak_flops
 from lvm.model.config import ModelConfig
-from lvm.training.throughput import chip_peak_flops
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EXTRAPOLATION_WARNING = 10.0  # a budget more than this factor outside the fitted compute range is flagged
