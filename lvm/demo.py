@@ -42,6 +42,7 @@ from lvm.generation.sampler import SamplingConfig
 from lvm.media.skips import SkipCounter
 from lvm.model.config import RESERVED_IDS
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
+from lvm.tokenizer.training.code_persistence import code_persistence
 from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer, fit_tokenizer
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
@@ -88,7 +89,9 @@ def demo_tokenizer(
     """The run's VQGAN in `<run_dir>/tokenizer`: a copy of the shipped weights (`tokenizer_path`, default
     lvm/assets/demo_tokenizer), or, with `tokenizer_training.enabled`, one trained here on the corpus. Loaded
     back from that folder (what users load) and measured on the held-out images: `tokenizer_psnr` (video
-    frames), `tokenizer_psnr_photos` (photo crops), `tokenizer_codebook_usage` (all held-out images)."""
+    frames), `tokenizer_psnr_photos` (photo crops), `tokenizer_codebook_usage` (all held-out images),
+    `tokenizer_code_persistence` (the share of unchanged patches of the held-out clips that keep their code from
+    one frame to the next)."""
     folder = run_dir / "tokenizer"
     training = OmegaConf.to_container(cfg.tokenizer_training, resolve=True)
     if training.pop("enabled"):
@@ -107,11 +110,13 @@ def demo_tokenizer(
     val = sentences["val"]
     photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])  # the x's: photo crops
     codebook_usage, code_perplexity = encoder_code_usage(vqgan, corpus_frames(val))
+    still_kept, _ = code_persistence(vqgan, np.stack([np.stack(s.images) for s in val["video"]]))
     return vqgan, {
         "tokenizer_psnr": evaluate_tokenizer(vqgan, corpus_frames({"video": val["video"]}))["psnr"],
         "tokenizer_psnr_photos": evaluate_tokenizer(vqgan, photos)["psnr"],
         "tokenizer_codebook_usage": codebook_usage,
         "tokenizer_code_perplexity": code_perplexity,
+        "tokenizer_code_persistence": still_kept,
     }
 
 

@@ -72,6 +72,7 @@ def test_demo_runs_every_stage(demo_run):
     ):
         assert math.isfinite(summary[key]), key
     assert summary["val_ppl"] == math.exp(summary["val_loss"])
+    assert 0.0 <= summary["tokenizer_code_persistence"] <= 1.0  # the clips' backgrounds hold still patches
     shots = 8 // 2  # analogy sentences of 8 images: 4 (x, y) pairs
     for key in ("answer_loss_by_shot", "answer_first_token_loss_by_shot"):
         assert len(summary[key]) == shots and all(math.isfinite(v) for v in summary[key]), key

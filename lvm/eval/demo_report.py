@@ -109,6 +109,10 @@ def print_summary(summary: dict) -> None:
     table.add_row("tokenizer PSNR, held-out video frames (dB)", f"{summary['tokenizer_psnr']:.2f}")
     table.add_row("tokenizer PSNR, held-out photo crops (dB)", f"{summary['tokenizer_psnr_photos']:.2f}")
     table.add_row("tokenizer codebook usage", f"{summary['tokenizer_codebook_usage']:.0%}")
+    if "tokenizer_code_persistence" in summary:
+        table.add_row(
+            "tokenizer codes kept where a video patch does not change", f"{summary['tokenizer_code_persistence']:.0%}"
+        )
     table.add_row("LVM val loss (all kinds)", f"{summary['val_loss']:.3f}")
     table.add_row("LVM val perplexity", f"{summary['val_ppl']:.1f}")
     table.add_row("unigram baseline loss", f"{summary['unigram_loss']:.3f}")
