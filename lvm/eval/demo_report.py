@@ -136,8 +136,8 @@ def print_summary(summary: dict) -> None:
     if "answer_first_token_loss_by_shot" in summary:
         by_shot = " → ".join(f"{loss:.2f}" for loss in summary["answer_first_token_loss_by_shot"])
         print(
-            f"Analogy answers, loss on the first token by shot: {by_shot} (falling: the LVM infers the task "
-            "from the examples)"
+            f"Analogy answers, loss on the first token by shot: {by_shot} (a model that infers the task from "
+            "the examples lowers it shot by shot)"
         )
     print(f"Corpus files skipped as unreadable: {summary['skipped_files']}")
     verdict = "beats" if summary["beats_unigram"] else "does NOT beat"
