@@ -6,8 +6,8 @@ built from such codes comes out blurred."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from lvm.media.images import images_to_tensor
 from lvm.tokenizer.codec import BATCH_SIZE, encode_images
 from lvm.tokenizer.vqgan import VQGANModel
 
@@ -22,7 +22,7 @@ def code_persistence(
         raise ValueError(f"code_persistence expects uint8 clips (N, T ≥ 2, H, W, 3), got {clips.dtype} {clips.shape}")
     n, t, height, width, _ = clips.shape
     f, side = vqgan.config.downsample_factor, vqgan.config.latent_size
-    frames = torch.from_numpy(clips.reshape(n * t, height, width, 3)).permute(0, 3, 1, 2).float() / 255
+    frames = images_to_tensor(clips.reshape(n * t, height, width, 3))
     codes = encode_images(vqgan, frames, batch_size=batch_size).reshape(n, t, side, side).numpy()
     pixels = clips.astype(np.int16).reshape(n, t, side, f, side, f, 3)
     change = np.abs(np.diff(pixels, axis=1)).max(axis=(3, 5, 6))  # (N, T−1, side, side): per patch
