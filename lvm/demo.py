@@ -39,11 +39,14 @@ from lvm.eval.demo_report import (
 from lvm.eval.heldout import heldout_report
 from lvm.eval.prompt_quality import generate_next_images, pixel_report
 from lvm.generation.sampler import SamplingConfig
+from lvm.media.images import images_to_tensor
 from lvm.media.skips import SkipCounter
 from lvm.model.config import RESERVED_IDS
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
+from lvm.tokenizer.codec import encode_images
 from lvm.tokenizer.training.code_persistence import code_persistence
-from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer, fit_tokenizer
+from lvm.tokenizer.training.code_usage import CodeUsage
+from lvm.tokenizer.training.fit import fit_tokenizer, tokenizer_round_trip
 from lvm.tokenizer.vqgan import VQGANModel
 from lvm.train import train
 from lvm.training.lit_module import LVMLitModule
@@ -107,16 +110,31 @@ def demo_tokenizer(
     else:
         shutil.copytree(shipped_tokenizer_source(cfg), folder, dirs_exist_ok=True)
     vqgan = load_vqgan(folder)
-    val = sentences["val"]
+    return vqgan, heldout_tokenizer_metrics(vqgan, sentences["val"])
+
+
+def heldout_tokenizer_metrics(vqgan: VQGANModel, val: dict[str, list[ImageSentence]]) -> dict[str, float]:
+    """The tokenizer's measures on the held-out sentences, each image encoded once: the video frames' and the
+    photo crops' codes serve their PSNR round trips, the codebook usage (with the other held-out images) and
+    the video's code persistence."""
+    clips = np.stack([np.stack(s.images) for s in val["video"]])  # (N, T, R, R, 3)
     photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])  # the x's: photo crops
-    codebook_usage, code_perplexity = encoder_code_usage(vqgan, corpus_frames(val))
-    still_kept, _ = code_persistence(vqgan, np.stack([np.stack(s.images) for s in val["video"]]))
-    return vqgan, {
-        "tokenizer_psnr": evaluate_tokenizer(vqgan, corpus_frames({"video": val["video"]}))["psnr"],
-        "tokenizer_psnr_photos": evaluate_tokenizer(vqgan, photos)["psnr"],
+    video_psnr, video_codes = tokenizer_round_trip(vqgan, clips.reshape(-1, *clips.shape[2:]))
+    photo_psnr, photo_codes = tokenizer_round_trip(vqgan, photos)
+    usage = CodeUsage(vqgan.config.num_embeddings)
+    usage.update(video_codes)
+    usage.update(photo_codes)
+    others = [image for s in val["paired"] for image in s.images[1::2]]  # the y's: edges, gray, ...
+    others += [image for kind in val if kind not in ("video", "paired") for s in val[kind] for image in s.images]
+    if others:
+        usage.update(encode_images(vqgan, images_to_tensor(others)))
+    codebook_usage, code_perplexity = usage.compute()
+    return {
+        "tokenizer_psnr": video_psnr,
+        "tokenizer_psnr_photos": photo_psnr,
         "tokenizer_codebook_usage": codebook_usage,
         "tokenizer_code_perplexity": code_perplexity,
-        "tokenizer_code_persistence": still_kept,
+        "tokenizer_code_persistence": code_persistence(vqgan, clips, codes=video_codes)[0],
     }
 
 

@@ -15,9 +15,12 @@ from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lvm.demo import SHIPPED_TOKENIZER, compose_lvm_config, run_demo
+from lvm.data.image_sentences import ImageSentence
+from lvm.demo import SHIPPED_TOKENIZER, compose_lvm_config, heldout_tokenizer_metrics, run_demo
 from lvm.media.images import images_to_tensor
 from lvm.tokenizer.checkpoint import load_vqgan
+from lvm.tokenizer.training.code_persistence import code_persistence
+from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = ("next_frame", "edges", "gray")  # the order of prompts.png's rows
@@ -181,3 +184,32 @@ def test_the_demos_lvm_size_and_steps_compose_and_lvm_overrides_come_last(tmp_pa
     assert train_cfg.trainer.val_check_interval == half_way
     assert train_cfg.callbacks.model_checkpoint.every_n_train_steps == half_way
     assert changed_cfg.model.num_layers == 2 and changed_cfg.model.hidden_size == cfg.lvm_model.hidden_size
+
+
+def test_heldout_tokenizer_metrics_encode_once_and_agree_with_separate_passes(vqgan_dir):
+    """The shared-codes measures equal the three separate ones: a round trip per image set, the encoder's
+    codebook usage over every held-out image and a persistence pass that encodes the clips itself."""
+    vqgan = load_vqgan(vqgan_dir)
+    size = vqgan.config.resolution
+    rng = np.random.default_rng(0)
+
+    def sentence(kind: str, n: int) -> ImageSentence:
+        return ImageSentence([rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)], kind, [])
+
+    clips = [sentence("video", 4) for _ in range(3)]
+    still = clips[0].images[0]
+    clips[0].images[1] = still.copy()  # an unchanged frame: persistence has still patches to count
+    val = {"video": clips, "paired": [sentence("paired", 4) for _ in range(2)], "sequence": [sentence("sequence", 3)]}
+    metrics = heldout_tokenizer_metrics(vqgan, val)
+
+    frames = np.stack([image for s in clips for image in s.images])
+    photos = np.stack([image for s in val["paired"] for image in s.images[0::2]])
+    everything = np.stack([image for kind in val.values() for s in kind for image in s.images])
+    usage, perplexity = encoder_code_usage(vqgan, everything)
+    assert metrics["tokenizer_psnr"] == pytest.approx(evaluate_tokenizer(vqgan, frames)["psnr"], abs=1e-4)
+    assert metrics["tokenizer_psnr_photos"] == pytest.approx(evaluate_tokenizer(vqgan, photos)["psnr"], abs=1e-4)
+    assert metrics["tokenizer_codebook_usage"] == pytest.approx(usage)
+    assert metrics["tokenizer_code_perplexity"] == pytest.approx(perplexity)
+    clip_array = np.stack([np.stack(s.images) for s in clips])
+    assert metrics["tokenizer_code_persistence"] == pytest.approx(code_persistence(vqgan, clip_array)[0])
+    assert metrics["tokenizer_code_persistence"] > 0  # the copied frame's patches kept their codes

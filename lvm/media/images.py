@@ -8,7 +8,7 @@ No normalisation to [-1, 1]. Tensors are CHW; arrays are HWC uint8.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +145,8 @@ def image_loader(size: int | None, skips: SkipCounter, strict: bool) -> Callable
     return load
 
 
-def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """HWC uint8 images of one size → (N, 3, H, W) float32 in [0, 1] (the tokenizer's input)."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+def images_to_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """HWC uint8 images of one size (a list, or an (N, H, W, 3) array) → (N, 3, H, W) float32 in [0, 1] (the
+    tokenizer's input)."""
+    batch = np.ascontiguousarray(images) if isinstance(images, np.ndarray) else np.stack(images)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from lvm.media.images import images_to_tensor
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.codec import BATCH_SIZE, decode_codes, encode_images
 from lvm.tokenizer.training.code_usage import CodeUsage
@@ -52,15 +53,11 @@ def _check_uint8_images(images: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def _uint8_to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 @torch.no_grad()
 def _round_trip(model: VQGANModel, images: np.ndarray, batch_size: int):
     """Yield (original uint8-valued float, reconstruction rounded to uint8 values, codes) per chunk."""
     for start in range(0, images.shape[0], batch_size):
-        chunk = _uint8_to_tensor(images[start : start + batch_size])
+        chunk = images_to_tensor(images[start : start + batch_size])
         codes = encode_images(model, chunk, batch_size=batch_size)
         decoded = decode_codes(model, codes, batch_size=batch_size)  # clamped to [0, 1]
         yield chunk.mul(255.0).round_(), decoded.mul(255.0).round_(), codes
@@ -72,16 +69,27 @@ def reconstruction_psnr(model: VQGANModel, images_uint8: np.ndarray, batch_size:
     return evaluate_tokenizer(model, images_uint8, batch_size)["psnr"]
 
 
-def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE) -> dict[str, float]:
-    """{"psnr" (dB, uint8 round trip), "codebook_usage" (fraction of codes used), "code_perplexity"}."""
+def tokenizer_round_trip(
+    model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE
+) -> tuple[float, torch.Tensor]:
+    """(PSNR in dB of the uint8 round trip, the codes (N, tokens per image)) of (N, H, W, 3) uint8 images: one
+    encode pass for callers that measure more than the PSNR on the same images."""
     images = _check_uint8_images(images_uint8, "images_uint8")
     psnr = PeakSignalNoiseRatio(data_range=255.0)
-    usage = CodeUsage(model.config.num_embeddings)
+    all_codes = []
     for original, reconstruction, codes in _round_trip(model, images, batch_size):
         psnr.update(reconstruction, original)
-        usage.update(codes)
+        all_codes.append(codes)
+    return float(psnr.compute()), torch.cat(all_codes)
+
+
+def evaluate_tokenizer(model: VQGANModel, images_uint8: np.ndarray, batch_size: int = BATCH_SIZE) -> dict[str, float]:
+    """{"psnr" (dB, uint8 round trip), "codebook_usage" (fraction of codes used), "code_perplexity"}."""
+    psnr, codes = tokenizer_round_trip(model, images_uint8, batch_size)
+    usage = CodeUsage(model.config.num_embeddings)
+    usage.update(codes)
     codebook_usage, perplexity = usage.compute()
-    return {"psnr": float(psnr.compute()), "codebook_usage": codebook_usage, "code_perplexity": perplexity}
+    return {"psnr": psnr, "codebook_usage": codebook_usage, "code_perplexity": perplexity}
 
 
 def encoder_code_usage(
@@ -91,7 +99,7 @@ def encoder_code_usage(
     alone: the decoder, the costly half of a round trip, is not needed to know which codes are picked."""
     images = _check_uint8_images(images_uint8, "images_uint8")
     usage = CodeUsage(model.config.num_embeddings)
-    usage.update(encode_images(model, _uint8_to_tensor(images), batch_size=batch_size))
+    usage.update(encode_images(model, images_to_tensor(images), batch_size=batch_size))
     return usage.compute()
 
 

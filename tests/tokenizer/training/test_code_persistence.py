@@ -43,6 +43,11 @@ def test_persistence_counts_kept_codes_over_still_and_all_patches(model):
     assert 0 < still_n < all_n  # both kinds of patches are there
     still, overall = code_persistence(model, clips, batch_size=3)
     assert still == pytest.approx(still_kept / still_n) and overall == pytest.approx(all_kept / all_n)
+    # Codes handed in (what the demo does with its round trip's codes) give the same count, and are checked.
+    frame_codes = model.get_code(torch.from_numpy(clips.reshape(-1, *clips.shape[2:])).permute(0, 3, 1, 2) / 255)
+    assert code_persistence(model, clips, codes=frame_codes) == (still, overall)
+    with pytest.raises(ValueError, match="do not match clips"):
+        code_persistence(model, clips, codes=frame_codes[:-1])
 
 
 def test_a_static_clip_keeps_every_code_and_bad_input_is_named(model):
