@@ -124,10 +124,17 @@ def print_summary(summary: dict) -> None:
     pixels = Table(title="Greedy generations vs the truth, PSNR in dB (higher is better)")
     for column in ("task", "prompts", "LVM", "baselines"):
         pixels.add_column(column, justify="left" if column in ("task", "baselines") else "right")
+    intervals = summary.get("psnr_gain_interval", {})
     for task, value in summary["generated_psnr"].items():
-        baselines = ", ".join(f"{name} {psnr:.2f}" for name, psnr in summary["baseline_psnr"][task].items())
-        pixels.add_row(task, str(summary["n_prompts"][task]), f"{value:.2f}", baselines)
+        baselines = []
+        for name, psnr in summary["baseline_psnr"][task].items():
+            low_high = intervals.get(task, {}).get(name)
+            gain = f" (LVM − it: {low_high[0]:+.2f} to {low_high[1]:+.2f})" if low_high else ""
+            baselines.append(f"{name} {psnr:.2f}{gain}")
+        pixels.add_row(task, str(summary["n_prompts"][task]), f"{value:.2f}", "\n".join(baselines))
     console.print(pixels)
+    if intervals:
+        print("(LVM − baseline: the 95 % interval of the PSNR difference, a paired bootstrap over the prompts)")
     if "gray_saturation" in summary:
         print(
             f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f} "

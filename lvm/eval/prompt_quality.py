@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.stats import bootstrap
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from lvm.generation.engine import GenerationEngine
@@ -44,6 +46,39 @@ def set_psnr(generated: torch.Tensor, truth: torch.Tensor) -> float:
     metric = PeakSignalNoiseRatio(data_range=1.0)
     metric.update(generated.float().clamp(0, 1), truth.float())
     return float(metric.compute())
+
+
+def per_image_mse(images: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """(N,) mean squared error of each image (N, 3, H, W) in [0, 1] against its truth, in float64."""
+    if images.shape != truth.shape:
+        raise ValueError(f"per_image_mse: images {tuple(images.shape)} and truth {tuple(truth.shape)} differ")
+    return (images.double().clamp(0, 1) - truth.double()).pow(2).flatten(1).mean(dim=1).numpy()
+
+
+def psnr_gain_interval(
+    generated: torch.Tensor, baseline: torch.Tensor, truth: torch.Tensor, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Confidence interval (dB) of the set PSNR of `generated` minus that of `baseline` on the same prompts:
+    a paired bootstrap over prompts (scipy's BCa), so a gain can be told from which prompts were drawn."""
+    generated_mse = per_image_mse(generated, truth).clip(min=1e-12)
+    baseline_mse = per_image_mse(baseline, truth).clip(min=1e-12)
+    if generated_mse.shape[0] < 2:
+        raise ValueError("psnr_gain_interval: a bootstrap over prompts needs at least 2 prompts")
+
+    def gain(generated_mse: np.ndarray, baseline_mse: np.ndarray, axis: int = -1) -> np.ndarray:
+        # Pooled MSE per set, as set_psnr: 10·log10(1/mse_gen) − 10·log10(1/mse_base).
+        return 10 * np.log10(baseline_mse.mean(axis=axis) / generated_mse.mean(axis=axis))
+
+    result = bootstrap(
+        (generated_mse, baseline_mse),
+        gain,
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        confidence_level=confidence,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def mean_saturation(images: torch.Tensor) -> float:
@@ -120,14 +155,19 @@ def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSe
     writes exactly the true codes gets), `n_prompts` per task, and when the gray task is there
     `gray_saturation` (mean HSV saturation of the generated gray images) next to
     `gray_saturation_ceiling` (that of the VQGAN's round trip of the gray truth: the least an LVM that
-    writes exactly the true codes shows)."""
-    report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "n_prompts": {}}
+    writes exactly the true codes shows), and `psnr_gain_interval`: per task and baseline, the 95 % interval
+    of generated − baseline PSNR over the prompts (`psnr_gain_interval`; with 2+ prompts)."""
+    report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "psnr_gain_interval": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
         truth = prompt_set.truth
         report["generated_psnr"][task] = set_psnr(generated[task], truth)
         ceiling = as_uint8_levels(decode_codes(vqgan, encode_images(vqgan, truth)))
         baselines = baseline_images(task, prompt_set.contexts, truth) | {"tokenizer_ceiling": ceiling}
         report["baseline_psnr"][task] = {name: set_psnr(images, truth) for name, images in baselines.items()}
+        if truth.shape[0] >= 2:
+            report["psnr_gain_interval"][task] = {
+                name: list(psnr_gain_interval(generated[task], images, truth)) for name, images in baselines.items()
+            }
         report["n_prompts"][task] = int(truth.shape[0])
         if task == "gray":
             report["gray_saturation"] = mean_saturation(generated[task])
