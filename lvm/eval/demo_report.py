@@ -129,12 +129,12 @@ def print_summary(summary: dict) -> None:
         baselines = []
         for name, psnr in summary["baseline_psnr"][task].items():
             low_high = intervals.get(task, {}).get(name)
-            gain = f" (LVM − it: {low_high[0]:+.2f} to {low_high[1]:+.2f})" if low_high else ""
+            gain = f" [{low_high[0]:+.2f}, {low_high[1]:+.2f}]" if low_high else ""
             baselines.append(f"{name} {psnr:.2f}{gain}")
         pixels.add_row(task, str(summary["n_prompts"][task]), f"{value:.2f}", "\n".join(baselines))
     console.print(pixels)
     if intervals:
-        print("(LVM − baseline: the 95 % interval of the PSNR difference, a paired bootstrap over the prompts)")
+        print("[a, b]: the 95 % interval of LVM − baseline PSNR, from a paired bootstrap over the prompts")
     if "gray_saturation" in summary:
         print(
             f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f} "
