@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lvm.data.image_sentences import ImageSentence
 from lvm.demo import SHIPPED_TOKENIZER, compose_lvm_config, heldout_tokenizer_metrics, run_demo
+from lvm.eval.demo_report import print_summary
 from lvm.media.images import images_to_tensor
 from lvm.tokenizer.checkpoint import load_vqgan
 from lvm.tokenizer.training.code_persistence import code_persistence
@@ -108,6 +109,17 @@ def test_a_second_run_with_the_same_seed_repeats_every_figure_and_the_picture(de
         k: v for k, v in summary.items() if k not in varying
     }
     assert np.array_equal(read_png(tmp_path / "prompts.png"), read_png(run_dir / "prompts.png"))
+
+
+def test_the_printed_summary_gives_every_baseline_with_its_interval(demo_run, capsys):
+    _, summary = demo_run
+    print_summary(summary)
+    printed = capsys.readouterr().out
+    assert summary["psnr_gain_interval"].keys() == summary["generated_psnr"].keys()
+    for task, baselines in summary["psnr_gain_interval"].items():
+        for name, (low, high) in baselines.items():
+            psnr = summary["baseline_psnr"][task][name]
+            assert f"{name} {psnr:.2f} [{low:+.2f}, {high:+.2f}]" in printed, (task, name)
 
 
 def test_pixel_figures_have_every_task_and_baseline(demo_run):
