@@ -65,9 +65,9 @@ def psnr_gain_interval(
     if generated_mse.shape[0] < 2:
         raise ValueError("psnr_gain_interval: a bootstrap over prompts needs at least 2 prompts")
 
-    def gain(generated_mse: np.ndarray, baseline_mse: np.ndarray, axis: int = -1) -> np.ndarray:
-        # Pooled MSE per set, as set_psnr: 10·log10(1/mse_gen) − 10·log10(1/mse_base).
-        return 10 * np.log10(baseline_mse.mean(axis=axis) / generated_mse.mean(axis=axis))
+    def gain(generated: np.ndarray, baseline: np.ndarray, axis: int = -1) -> np.ndarray:
+        # One resample's per-prompt MSEs pooled per set, as set_psnr pools them: 10·log10(mse_base / mse_gen).
+        return 10 * np.log10(baseline.mean(axis=axis) / generated.mean(axis=axis))
 
     result = bootstrap(
         (generated_mse, baseline_mse),
