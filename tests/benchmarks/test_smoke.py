@@ -21,7 +21,7 @@ SMALLEST = {
     "bench_tokenizer": ["--images", "2", "--decode-images", "1", "--batch-size", "2", "--repeats", "1",
                         "--num-workers", "0"],
     "bench_tokenizer_learning": ["--steps", "3", "--quantize-start", "1", "--videos", "2", "--images", "8",
-                                 "--val-videos", "1"],
+                                 "--val-videos", "1", "--networks", "reference", "ours", "ours-without-groupnorm"],
     "bench_train": ["--hidden-size", "64", "--intermediate-size", "176", "--layers", "1", "--heads", "2",
                     "--seq-len", "256", "--batch-size", "1", "--steps", "2", "--warmup", "1", "--rounds", "1"],
 }  # fmt: skip
