@@ -143,7 +143,8 @@ def parse_assignments(items: list[str]) -> dict:
 
 
 def train(module_class, train_images, val_images, config, recipe: dict, seed: int, out_dir: Path):
-    """(model, held-out PSNR in dB, seconds) of one fit_tokenizer run."""
+    """(model, held-out metrics (`evaluate_tokenizer`'s psnr, codebook_usage, code_perplexity), seconds) of one
+    fit_tokenizer run."""
     started = time.perf_counter()
     model, metrics = fit_tokenizer(
         train_images,
@@ -157,7 +158,7 @@ def train(module_class, train_images, val_images, config, recipe: dict, seed: in
         module_class=module_class,
         **recipe,
     )
-    return model, metrics["psnr"], time.perf_counter() - started
+    return model, metrics, time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -200,8 +201,8 @@ def main() -> None:
         train_images, val_images = demo_images(corpus, args.videos, args.val_videos, args.images, args.seed)
         for name, module_class in (NETWORKS[key] for key in args.networks):
             run_dir = Path(tmp) / "run"
-            model, psnr, seconds = train(module_class, train_images, val_images, config, recipe, args.seed, run_dir)
-            rows.append((name, count_parameters(model), forward_gflop(model, config.resolution), psnr, seconds))
+            model, metrics, seconds = train(module_class, train_images, val_images, config, recipe, args.seed, run_dir)
+            rows.append((name, count_parameters(model), forward_gflop(model, config.resolution), metrics, seconds))
 
     print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {datetime.date.today().isoformat()}")
     print(
@@ -210,16 +211,20 @@ def main() -> None:
         + "".join(f", {item}" for item in args.set + args.tokenizer)
         + "\n"
     )
-    print("| network | parameters | GFLOP per image (forward) | held-out video PSNR | seconds | s/step |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, parameters, gflop, psnr, seconds in rows:
+    print(
+        "| network | parameters | GFLOP per image (forward) | held-out video PSNR | codebook usage (perplexity) "
+        "| seconds | s/step |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, parameters, gflop, metrics, seconds in rows:
+        usage = f"{metrics['codebook_usage']:.0%} ({metrics['code_perplexity']:.0f})"
         print(
-            f"| {name} | {parameters / 1e6:.1f} M | {gflop:.2f} | {psnr:.2f} dB | {seconds:.0f} | "
+            f"| {name} | {parameters / 1e6:.1f} M | {gflop:.2f} | {metrics['psnr']:.2f} dB | {usage} | {seconds:.0f} | "
             f"{seconds / args.steps:.3f} |"
         )
     if not {"reference", "ours"} <= set(args.networks):
         return  # the headline needs both
-    psnr_of = {key: row[3] for key, row in zip(args.networks, rows)}
+    psnr_of = {key: row[3]["psnr"] for key, row in zip(args.networks, rows)}
     reference_psnr, ours_psnr = psnr_of["reference"], psnr_of["ours"]
     ratio = 10 ** ((ours_psnr - reference_psnr) / 10)  # reference MSE / our MSE
     print(f"\nbench_tokenizer_learning: {ratio:.2f}x vs plain conv VQ-AE (target {TARGET:.1f}x)")
