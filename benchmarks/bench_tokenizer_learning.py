@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -187,8 +188,9 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, VQGANCo
         parser.add_argument(flag, action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=what)
     args = parser.parse_args(argv)
 
-    yaml = OmegaConf.load(ROOT / "conf" / "tokenizer" / "demo_f8.yaml")
-    config = VQGANConfig(**{k: v for k, v in yaml.items() if not k.startswith("_")} | parse_assignments(args.tokenizer))
+    # As the demo builds it (`instantiate(cfg.tokenizer)`), with the --tokenizer fields merged in first.
+    shipped = OmegaConf.load(ROOT / "conf" / "tokenizer" / "demo_f8.yaml")
+    config = instantiate(OmegaConf.merge(shipped, OmegaConf.from_dotlist(args.tokenizer)))
     recipe = demo_recipe(args)
     return args, config, recipe
 
