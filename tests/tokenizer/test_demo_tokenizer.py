@@ -13,7 +13,7 @@ from lvm.tokenizer.training.fit import encoder_code_usage, evaluate_tokenizer
 
 # The shipped weights (run 12: 256 codes) measure 27.52 dB on video frames and 22.42 dB on photo crops on their own
 # held-out split, and on this test's fresh corpus 28.19 dB and 22.78 dB (README, "The demo tokenizer"). Video frames
-# are held to the issue's target; the photo floor catches a regression or a wrong file (run 11's weights: 27.43 dB
+# are held to the demo's 26 dB target; the photo floor catches a regression or a wrong file (run 11's weights: 27.43 dB
 # and 22.54 dB here; run 8's, which shipped before: 23.30 dB and 20.47 dB).
 VIDEO_PSNR_TARGET = 26.0  # dB on held-out video frames (the goal is 30)
 PHOTO_PSNR_FLOOR = 22.70  # dB on held-out photo crops
