@@ -140,9 +140,9 @@ def heldout_tokenizer_metrics(vqgan: VQGANModel, val: dict[str, list[ImageSenten
 
 def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> DictConfig:
     """conf/train.yaml with experiment=demo, the demo's model size (`lvm_model`) and steps (`lvm_max_steps`),
-    reading the shards and writing logs under `run_dir`; the vocabulary (the tokenizer's codes + the 100 reserved
-    ids) and the sentence length follow the tokenizer, and the prompt gallery shows the held-out shards' prompts.
-    `lvm_overrides` come last."""
+    reading the shards and writing logs under `run_dir`. The vocabulary (the tokenizer's codes + the 100 reserved
+    ids), the sentence length and the image-position table (one row per token of an image) follow the tokenizer;
+    the prompt gallery shows the held-out shards' prompts. `lvm_overrides` come last."""
     n = vqgan.config.tokens_per_image
     half_way = max(1, cfg.lvm_max_steps // 2)
     overrides = [
@@ -155,6 +155,7 @@ def compose_lvm_config(cfg: DictConfig, run_dir: Path, vqgan: VQGANModel) -> Dic
         f"paths.output_dir={run_dir / 'lvm'}",
         f"seed={cfg.seed}",
         f"model.vocab_size={vqgan.config.num_embeddings + RESERVED_IDS}",
+        f"model.image_positions={n}",
         f"data.tokens_per_image={n}",
         f"data.seq_len={cfg.images_per_sentence * n}",
     ]

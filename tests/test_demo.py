@@ -189,7 +189,8 @@ def test_prompt_gallery_reaches_tensorboard(demo_run):
 
 def test_the_demos_lvm_size_and_steps_compose_and_lvm_overrides_come_last(tmp_path):
     """conf/demo.yaml's lvm_model and lvm_max_steps reach the LVM's config (validation and checkpoints at
-    half-way and at the end); lvm_overrides still win over both."""
+    half-way and at the end), its vocabulary and image-position table follow the tokenizer; lvm_overrides still
+    win over all of them."""
     vqgan = load_vqgan(SHIPPED_TOKENIZER)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("demo", overrides=[f"paths.output_dir={tmp_path}"])
@@ -203,6 +204,7 @@ def test_the_demos_lvm_size_and_steps_compose_and_lvm_overrides_come_last(tmp_pa
         cfg.lvm_model.intermediate_size,
     )
     assert model.vocab_size == vqgan.config.num_embeddings + 100 and train_cfg.data.seq_len == 8 * 64
+    assert model.image_positions == vqgan.config.tokens_per_image == 64  # a row per place in an image
     assert train_cfg.trainer.max_steps == cfg.lvm_max_steps
     half_way = cfg.lvm_max_steps // 2
     assert train_cfg.trainer.val_check_interval == half_way

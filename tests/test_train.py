@@ -299,12 +299,13 @@ def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_da
     pretrained = tmp_path / "pretrain" / "checkpoints" / "last.ckpt"
     pretrain_losses = logged_losses(tmp_path / "pretrain")
 
-    # vqlm_debug's blocks with the vocabulary the demo experiment pretrained them with (vqlm_demo)
+    # vqlm_debug's blocks with the vocabulary and image-position table the demo experiment pretrained them with
     finetune = [
         "experiment=finetune",
         "data=demo",
         "model=vqlm_debug",
         "model.vocab_size=356",
+        "model.image_positions=64",
         *DEMO_SHARDS,
         "trainer.max_steps=2",
         "scheduler.warmup_steps=1",
@@ -325,5 +326,6 @@ def test_finetune_starts_from_the_pretrained_weights_with_the_smaller_lr(demo_da
 
     with pytest.raises(ValueError, match="either init_from .* or ckpt_path"):
         train(compose_train(demo_data_dir, tmp_path / "both", *finetune, f"init_from={pretrained}", "ckpt_path=last"))
-    with pytest.raises(ValueError, match=r"last\.ckpt: weights do not fit .*mis-shaped: \['embed_tokens"):
+    mis_shaped = r"last\.ckpt: weights do not fit .*mis-shaped: \['embed_image_positions.*'embed_tokens"
+    with pytest.raises(ValueError, match=mis_shaped):
         train(compose_train(demo_data_dir, tmp_path / "wrong", *finetune, "+width=w64", f"init_from={pretrained}"))

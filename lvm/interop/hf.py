@@ -339,6 +339,11 @@ def export_hf(
     folder = Path(folder)
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype: {dtype} is not one of {[str(d) for d in EXPORT_DTYPES]}")
+    if model.config.image_positions:
+        raise ValueError(
+            f"model '{model.config.name}': image_positions={model.config.image_positions} (a learned embedding "
+            "LlamaForCausalLM does not have); only models with image_positions=0, the original's design, export"
+        )
     limit = parse_size(max_shard_size)
     if folder.exists() and not is_hf_folder(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise ValueError(

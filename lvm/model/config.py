@@ -24,8 +24,13 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.02
+    # 0: the original (rotary positions only). N > 0: ours, a learned embedding of each token's index within
+    # its image (position mod N, N = tokens per image) added to the token embedding (LLaMA.forward).
+    image_positions: int = 0
 
     def __post_init__(self) -> None:
+        if self.image_positions < 0:
+            raise ValueError(f"model '{self.name}': image_positions must be >= 0, got {self.image_positions}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -39,9 +44,9 @@ class ModelConfig:
 
     @property
     def num_parameters(self) -> int:
-        """Closed form of the original: 2·V·d + L·(4d² + 3d·f + 2d) + d."""
+        """Closed form of the original, 2·V·d + L·(4d² + 3d·f + 2d) + d, plus the image-position table."""
         d, f, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.vocab_size
-        return 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
+        return 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d + self.image_positions * d
 
     def flops_per_token(self, seq_len: int | None = None, causal: bool = False) -> int:
         """Training FLOPs (forward + backward) per token at sequence length T: 6·N for the weights

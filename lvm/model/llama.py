@@ -147,6 +147,8 @@ class LLaMA(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.image_positions:
+            self.embed_image_positions = nn.Embedding(config.image_positions, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -209,12 +211,15 @@ class LLaMA(nn.Module):
         `attn_mask` (B, 1, T, cache_len) bool, the slots each query may see; by default every row's
         positions are its slots and attention is causal over the cache."""
         T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)  # each token's place in its sequence
         if self.has_kv_cache:
             if input_pos is None:
                 raise ValueError("a KV cache is set up: pass input_pos (the cache slots of input_ids)")
             if position_ids is None:
+                positions = input_pos
                 cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
             else:
+                positions = position_ids
                 cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
             mask = self.cache_mask[input_pos][None, None] if attn_mask is None else attn_mask
         else:
@@ -223,6 +228,10 @@ class LLaMA(nn.Module):
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             mask = None
         x = self.embed_tokens(input_ids)
+        if self.config.image_positions:
+            # Rotary angles only tell tokens apart by distance; this says where in its image a token sits, so
+            # the last token of an image knows the next one starts a new image (README, "The demo's LVM").
+            x = x + self.embed_image_positions(positions % self.config.image_positions)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)
         x = self.norm(x)

@@ -40,6 +40,7 @@ def width_config(width: int) -> ModelConfig:
         num_layers=2,
         num_heads=4,
         vocab_size=DEMO_VOCAB,
+        image_positions=64,  # experiment=demo's table: a row per place in a 64-token image
     )
 
 

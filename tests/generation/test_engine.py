@@ -156,3 +156,28 @@ def test_bad_requests_are_refused(hf_and_ours):
         engine.generate([torch.zeros(3, dtype=torch.long), torch.zeros(0, dtype=torch.long)], 4)
     with pytest.raises(ValueError, match="no prompts"):
         engine.generate([], 4)
+
+
+def test_image_positions_follow_each_rows_own_positions_in_a_padded_cached_batch():
+    # The image-position table is indexed by a token's position in its own prompt, not by its cache slot:
+    # a left-padded row writes what it writes alone, and what recomputation without a cache writes.
+    torch.manual_seed(5)
+    model = LLaMA(
+        ModelConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=4,
+            vocab_size=VOCAB,
+            max_seq_len=96,
+            init_std=0.3,
+            image_positions=8,
+        )
+    ).eval()
+    prompts = prompts_of_lengths(16, 5, 11, seed=6)
+    engine = GenerationEngine(model)
+    cached = engine.generate(prompts, 20, GREEDY)
+    assert torch.equal(cached, engine.generate(prompts, 20, GREEDY, use_kv_cache=False))
+    for i, prompt in enumerate(prompts):
+        assert torch.equal(cached[i], engine.generate([prompt], 20, GREEDY)[0])
+    assert len(cached.unique()) > 5

@@ -353,3 +353,10 @@ def test_malformed_folders_are_errors_naming_the_file_and_the_tensors(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
         load_model(folder)
+
+
+def test_a_model_with_image_positions_is_refused_by_the_export(tmp_path):
+    model = LLaMA(ModelConfig(hidden_size=32, intermediate_size=64, num_heads=2, vocab_size=50, image_positions=4))
+    with pytest.raises(ValueError, match="image_positions=4"):
+        export_hf(model, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -1,5 +1,7 @@
 """The decoder against `transformers.LlamaForCausalLM` and the original's size table."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -124,3 +126,26 @@ def test_flash_attn_and_sdpa_give_the_same_logits(monkeypatch):
         monkeypatch.setattr(llama, "flash_attn_func", None)  # the same model through torch SDPA
         sdpa = model(ids).float()
     torch.testing.assert_close(flash, sdpa, rtol=2e-2, atol=2e-2)  # bf16 kernels differ in summation order
+
+
+def test_image_positions_equal_transformers_llama_fed_the_summed_embeddings(tiny_pair):
+    # image_positions=N adds a learned row per place in the image (position mod N) to the token embedding,
+    # then is a plain LLaMA: LlamaForCausalLM given those summed embeddings writes the same logits.
+    config = replace(tiny_pair[0].config, image_positions=8)
+    torch.manual_seed(3)
+    ours = LLaMA(config).eval()
+    assert count_parameters(ours) == config.num_parameters == tiny_pair[0].config.num_parameters + 8 * 64
+    hf = hf_twin(config)
+    state = {("" if k.startswith("lm_head") else "model.") + k: v for k, v in ours.state_dict().items()}
+    del state["model.embed_image_positions.weight"]
+    hf.load_state_dict(state, strict=False)
+    ids = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        table = ours.embed_image_positions.weight
+        expected = hf(inputs_embeds=ours.embed_tokens(ids) + table[torch.arange(40) % 8]).logits
+        without_table = hf(inputs_embeds=ours.embed_tokens(ids)).logits
+        got = ours(ids)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got - without_table).abs().max() > 1e-2  # the table matters, so the comparison means something
+    with pytest.raises(ValueError, match="image_positions must be >= 0"):
+        replace(config, image_positions=-1)

@@ -63,12 +63,14 @@ def test_ddp_and_fsdp2_match_one_process_and_fsdp2_resumes(tmp_path):
     # FSDP2 checkpoints are folders with one shard per rank; they hold the 1-process run's weights.
     folder = fsdp / "checkpoints" / "step0000004.ckpt"
     assert sorted(p.name for p in folder.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    model = LLaMA(ModelConfig.from_name("vqlm_debug"))
+    model = LLaMA(ModelConfig.from_name("vqlm_debug", image_positions=64))  # experiment=demo's model
     sharded = read_pretrained_state_dict(folder, model)
     single_state = read_pretrained_state_dict(single / "checkpoints" / "step0000004.ckpt", model)
     assert sharded.keys() == single_state.keys()
     for name in sharded:
-        torch.testing.assert_close(sharded[name], single_state[name], rtol=1e-4, atol=1e-6)
+        # atol 1e-5: after 4 Adam steps at lr 3e-3, a weight whose gradient is near zero moves by up to lr per step,
+        # so summation-order noise in that gradient (2 ranks against 1) shows as a few 1e-6 differences.
+        torch.testing.assert_close(sharded[name], single_state[name], rtol=1e-4, atol=1e-5)
 
     # Resuming the FSDP2 run from its last folder continues with the uninterrupted run's losses.
     train_cli(fsdp, "trainer=fsdp", *TWO_CPU_PROCESSES, "trainer.max_steps=6", "ckpt_path=last")
