@@ -230,7 +230,7 @@ class LLaMA(nn.Module):
         x = self.embed_tokens(input_ids)
         if self.config.image_positions:
             # Rotary angles only tell tokens apart by distance; this says where in its image a token sits, so
-            # the last token of an image knows the next one starts a new image (README, "The demo's LVM").
+            # the last token of an image knows the next one starts a new image (README, "Why the answers drifted").
             x = x + self.embed_image_positions(positions % self.config.image_positions)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)

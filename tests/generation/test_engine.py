@@ -1,6 +1,8 @@
 """The generation engine against `transformers`' `generate` on the same weights, and against its own
 uncached, unpadded recomputation."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -158,22 +160,11 @@ def test_bad_requests_are_refused(hf_and_ours):
         engine.generate([], 4)
 
 
-def test_image_positions_follow_each_rows_own_positions_in_a_padded_cached_batch():
+def test_image_positions_follow_each_rows_own_positions_in_a_padded_cached_batch(hf_and_ours):
     # The image-position table is indexed by a token's position in its own prompt, not by its cache slot:
     # a left-padded row writes what it writes alone, and what recomputation without a cache writes.
     torch.manual_seed(5)
-    model = LLaMA(
-        ModelConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_layers=2,
-            num_heads=4,
-            vocab_size=VOCAB,
-            max_seq_len=96,
-            init_std=0.3,
-            image_positions=8,
-        )
-    ).eval()
+    model = LLaMA(replace(hf_and_ours[1].config, init_std=0.3, image_positions=8)).eval()
     prompts = prompts_of_lengths(16, 5, 11, seed=6)
     engine = GenerationEngine(model)
     cached = engine.generate(prompts, 20, GREEDY)
