@@ -211,7 +211,7 @@ class LLaMA(nn.Module):
         `attn_mask` (B, 1, T, cache_len) bool, the slots each query may see; by default every row's
         positions are its slots and attention is causal over the cache."""
         T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)  # each token's place in its sequence
+        positions = None  # each token's place in its sequence, where it is not simply 0 … T−1
         if self.has_kv_cache:
             if input_pos is None:
                 raise ValueError("a KV cache is set up: pass input_pos (the cache slots of input_ids)")
@@ -231,6 +231,8 @@ class LLaMA(nn.Module):
         if self.config.image_positions:
             # Rotary angles only tell tokens apart by distance; this says where in its image a token sits, so
             # the last token of an image knows the next one starts a new image (README, "Why the answers drifted").
+            if positions is None:
+                positions = torch.arange(T, device=input_ids.device)
             x = x + self.embed_image_positions(positions % self.config.image_positions)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)
