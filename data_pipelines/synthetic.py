@@ -4,8 +4,8 @@
   on a plain or gradient background (encoded with PyAV);
 - folders of ordered PNG frames of the same kind of scene (for the image-sequence builder);
 - still images: random crops of scikit-image's bundled sample photographs (no download);
-- paired annotations of those stills: ``edges/`` (Canny, white on black) and ``gray/``, matched
-  by stem with ``images/``.
+- paired annotations of those stills: ``edges/`` (soft edge strength, white on black) and ``gray/``,
+  matched by stem with ``images/``.
 
 Everything is split into ``train/`` and ``val/``: held-out scenes are separate renders, and
 held-out crops come from a strip of each photograph (its right quarter) that train crops never
@@ -21,15 +21,16 @@ from collections.abc import Sequence
 
 import av
 import numpy as np
+import scipy.ndimage
 import skimage.data
-import skimage.feature
+import skimage.filters
 from PIL import Image
 
 from data_pipelines.colorization import to_grayscale_rgb
 from lvm.core.atomic_files import write_json_atomic
 
 CORPUS_FILE = "corpus.json"
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: soft edge maps (`edge_map_rgb`) instead of 1-px Canny lines
 SPLITS = ("train", "val")
 
 # Colour photographs bundled in the scikit-image wheel (pooch is never asked to download).
@@ -192,11 +193,16 @@ def random_crop(photo: np.ndarray, split: str, size: int, rng: np.random.Generat
     return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size)))
 
 
-def edge_map_rgb(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Canny edges of the image's luminance, white on black, as HWC uint8 RGB."""
-    gray = to_grayscale_rgb(image)[..., 0].astype(np.float64) / 255.0
-    edges = skimage.feature.canny(gray, sigma=sigma)
-    return np.repeat((edges * 255).astype(np.uint8)[..., None], 3, axis=2)
+def edge_map_rgb(image: np.ndarray, sigma: float = 1.5, gain: float = 6.0) -> np.ndarray:
+    """Soft edge map, white on black, as HWC uint8 RGB: the Sobel gradient magnitude of the image's
+    luminance after a Gaussian blur of `sigma` px, times `gain`, clipped to 1.
+
+    Soft, few-pixel-wide edges like HED's rather than 1-px Canny lines: at 64 px a tokenizer with one
+    code per 8×8 patch cannot place 1-px lines (its round trip of Canny maps is 1.8 dB above all-black),
+    while it carries these at 22.9 dB (README, "The edges analogy")."""
+    luminance = to_grayscale_rgb(image)[..., 0].astype(np.float64) / 255.0
+    strength = skimage.filters.sobel(scipy.ndimage.gaussian_filter(luminance, sigma)) * gain
+    return np.repeat((strength.clip(0.0, 1.0) * 255).round().astype(np.uint8)[..., None], 3, axis=2)
 
 
 # --- the corpus ----------------------------------------------------------------------------------

@@ -57,8 +57,20 @@ def test_images_edges_and_gray_match_by_stem(small_corpus):
             image = read_image(image_path, None)
             assert image.shape == (SIZE, SIZE, 3) and image.std() > 5  # a photograph, not a flat colour
             edges = read_image(edges_path, None)
-            assert set(np.unique(edges)) <= {0, 255} and np.array_equal(edges, edge_map_rgb(image))
+            assert np.array_equal(edges, edge_map_rgb(image))
             assert np.array_equal(read_image(gray_path, None), to_grayscale_rgb(image))
+
+
+def test_edge_map_is_bright_along_edges_and_black_in_flat_regions():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 16:48] = (200, 60, 30)  # an orange square on black
+    edges = edge_map_rgb(image)
+    assert edges.shape == image.shape and edges.dtype == np.uint8
+    assert np.array_equal(edges[..., 0], edges[..., 1]) and np.array_equal(edges[..., 0], edges[..., 2])
+    border = edges[16, 20:44, 0], edges[20:44, 47, 0]  # the square's top and right sides
+    assert all(side.min() > 100 for side in border)
+    assert edges[26:38, 26:38].max() == 0 and edges[:6].max() == 0  # inside and far outside: no edge
+    assert edge_map_rgb(np.full_like(image, 128)).max() == 0  # a flat image has none
 
 
 def test_sequences_are_folders_of_ordered_frames(small_corpus):

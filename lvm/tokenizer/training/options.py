@@ -29,6 +29,9 @@ class VQGANTrainingOptions:
     # > 0: adds this times the squared error of each image's mean colour (x̂ and x averaged over pixels),
     # the part of the error the GroupNorms make hard to learn (README, "The demo tokenizer")
     mean_colour_weight: float = 0.0
+    # > 0: adds this times the mean HSV-like saturation (max − min) / (max + 0.03) of the reconstructions
+    # of gray inputs (R = G = B), which plain MSE leaves on near-black pixels (README, "The demo tokenizer")
+    gray_saturation_weight: float = 0.0
     codebook_weight: float = 1.0
     # codebook
     quantize_start: int = 0  # steps of plain autoencoding before the quantizer is used
@@ -90,7 +93,8 @@ class VQGANTrainingOptions:
             problems.append(f"codebook_ema_decay must be in [0, 1) (0 = off), got {self.codebook_ema_decay}")
         if self.reference_channels < 0:
             problems.append(f"reference_channels must be >= 0 (0 = off), got {self.reference_channels}")
-        for name in ("mean_colour_weight", "perceptual_weight", "disc_weight", "disc_start", "num_logged_images"):
+        non_negative = ("mean_colour_weight", "gray_saturation_weight", "perceptual_weight", "disc_weight")
+        for name in (*non_negative, "disc_start", "num_logged_images"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.disc_loss not in GAN_LOSSES:

@@ -4,10 +4,15 @@ Generator loss, each term optional through its weight:
 
     loss = rec + perceptual_weight·LPIPS + codebook_weight·VQ + λ·L_G
     rec  = l1_weight·|x̂ − x| + l2_weight·(x̂ − x)² + mean_colour_weight·(mean(x̂) − mean(x))²
+           + gray_saturation_weight·saturation(x̂ of the gray x)
 
 - The mean-colour term compares each image's colour averaged over its pixels (per channel): a
   flat tint costs it in full, detail that averages out costs it nothing. The GroupNorms lose much of
   that colour (README, "The demo tokenizer"); the term weighs it up without changing what PSNR measures.
+- The gray-saturation term is the mean of (max − min) / (max + 0.03) over the channels of each pixel of
+  the reconstructions of gray inputs (all three channels equal), HSV saturation with a floor under the
+  value: on near-black pixels a 1-level tint is saturation 0.5 or more, which MSE hardly sees. An
+  analogy answer in gray is measured by that saturation (`lvm.eval.prompt_quality`).
 
 - VQ is the quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
   (`VQGANModel.quantize(z, return_loss=True)`); with EMA codebook updates only the first term
@@ -100,6 +105,17 @@ def _images_of(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch
     if isinstance(batch, Mapping):
         return batch["images"]
     return batch[0]
+
+
+def gray_saturation(reconstructions: torch.Tensor, images: torch.Tensor, floor: float = 0.03) -> torch.Tensor:
+    """Mean (max − min) / (max + floor) over the channels of the reconstructions' pixels, taken over the
+    images whose input is gray (all channels equal to within half a level); 0 when the batch has none."""
+    gray = (images.amax(dim=1) - images.amin(dim=1)).flatten(1).amax(dim=1) < 0.5 / 255
+    if not gray.any():
+        return reconstructions.new_zeros(())
+    x = reconstructions[gray].clamp(0.0, 1.0)
+    high, low = x.amax(dim=1), x.amin(dim=1)
+    return ((high - low) / (high + floor)).mean()
 
 
 def images_in_batch(batch: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> int:
@@ -240,6 +256,9 @@ class VQGANLitModule(pl.LightningModule):
         if hp.mean_colour_weight > 0:
             out["mean_colour_loss"] = F.mse_loss(reconstructions.mean(dim=(-2, -1)), images.mean(dim=(-2, -1)))
             rec_loss = rec_loss + hp.mean_colour_weight * out["mean_colour_loss"]
+        if hp.gray_saturation_weight > 0:
+            out["gray_saturation_loss"] = gray_saturation(reconstructions, images)
+            rec_loss = rec_loss + hp.gray_saturation_weight * out["gray_saturation_loss"]
         out["rec_loss"] = rec_loss
         nll = rec_loss
         if self.perceptual is not None:
@@ -266,6 +285,7 @@ class VQGANLitModule(pl.LightningModule):
             "rec_loss",
             "vq_loss",
             "mean_colour_loss",
+            "gray_saturation_loss",
             "perceptual_loss",
             "g_loss",
             "d_weight",

@@ -99,6 +99,33 @@ def test_mean_colour_term_weighs_each_images_average_colour(config):
         VQGANLitModule(config.to_dict(), mean_colour_weight=-1.0)
 
 
+def test_gray_saturation_term_counts_colour_in_reconstructions_of_gray_images_only(config):
+    module = VQGANLitModule(config.to_dict(), l1_weight=0.0, l2_weight=1.0, gray_saturation_weight=0.5)
+    colour = smooth_images(2)
+    gray = colour.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1).clone()  # R = G = B
+    images = torch.cat([colour, gray])
+    tint = torch.tensor([0.02, 0.0, -0.02]).view(1, 3, 1, 1)
+    reconstructions = images + tint
+    # Only the two gray inputs count, pixel by pixel: (max − min) / (max + 0.03) of their reconstructions.
+    x = reconstructions[2:].clamp(0, 1)
+    high, low = x.amax(dim=1), x.amin(dim=1)
+    expected = float(((high - low) / (high + 0.03)).mean())
+    vq = torch.zeros(())
+    out = module._weighted_losses(images, reconstructions, vq)
+    assert float(out["gray_saturation_loss"]) == pytest.approx(expected, rel=1e-5) and expected > 0.02
+    mse = float(F.mse_loss(reconstructions, images))
+    assert float(out["rec_loss"]) == pytest.approx(mse + 0.5 * expected, rel=1e-5)
+    # Darker pixels weigh more: the same tint on a darker gray image costs more.
+    darker = module._weighted_losses(images * 0.3, images * 0.3 + tint, vq)["gray_saturation_loss"]
+    assert float(darker) > 2 * expected
+    # A colourless reconstruction, or a batch without gray inputs, costs nothing.
+    assert float(module._weighted_losses(images, images, vq)["gray_saturation_loss"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(module._weighted_losses(colour, colour + tint, vq)["gray_saturation_loss"]) == 0.0
+    assert "gray_saturation_loss" not in VQGANLitModule(config.to_dict())._weighted_losses(images, reconstructions, vq)
+    with pytest.raises(ValueError, match="gray_saturation_weight must be >= 0"):
+        VQGANLitModule(config.to_dict(), gray_saturation_weight=-1.0)
+
+
 def test_validation_logs_psnr_usage_and_perplexity_against_formulas(model, config):
     module = VQGANLitModule(config.to_dict())
     module.vqgan.load_state_dict(model.state_dict())
