@@ -11,8 +11,9 @@ Generator loss, each term optional through its weight:
   that colour (README, "The demo tokenizer"); the term weighs it up without changing what PSNR measures.
 - The gray-saturation term is the mean of (max − min) / (max + 0.03) over the channels of each pixel of
   the reconstructions of gray inputs (all three channels equal), HSV saturation with a floor under the
-  value: on near-black pixels a 1-level tint is saturation 0.5 or more, which MSE hardly sees. An
-  analogy answer in gray is measured by that saturation (`lvm.eval.prompt_quality`).
+  value: on near-black pixels a 1-level tint is saturation 0.5 or more, which MSE hardly sees. Gray
+  analogy answers are scored by the same ratio without the floor (`lvm.eval.prompt_quality.mean_saturation`);
+  the floor keeps the loss's gradient bounded where max → 0.
 
 - VQ is the quantizer's ‖sg(z_q) − z‖² + β‖z_q − sg(z)‖² with the straight-through estimator
   (`VQGANModel.quantize(z, return_loss=True)`); with EMA codebook updates only the first term
