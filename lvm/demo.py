@@ -28,6 +28,7 @@ from lvm.core.devices import parse_dtype
 from lvm.core.errors import report_user_errors
 from lvm.data.image_sentences import ImageSentence, write_sentence_shards
 from lvm.data.shards import read_sentences
+from lvm.eval.code_lookup import fit_code_lookups
 from lvm.eval.demo_report import (
     heldout_prompts,
     pixel_targets,
@@ -246,7 +247,8 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
             task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
             for task, prompt_set in prompts.items()
         }
-    pixels = pixel_report(generated, prompts, vqgan)
+    lookups = fit_code_lookups(train_set, vqgan.config.tokens_per_image, vqgan.config.num_embeddings)
+    pixels = pixel_report(generated, prompts, vqgan, lookups)
     rows = prompt_rows(prompts, generated, cfg.prompting.rows_per_task)
     save_grid(rows, run_dir / "prompts.png")
     write_prompt_files(prompts, run_dir)

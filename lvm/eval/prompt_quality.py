@@ -12,7 +12,7 @@ a paired-annotation prompt asks for its task's output (`gray`, `edges`, ...; the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,20 +149,31 @@ def generate_next_images(
     return as_uint8_levels(decode_codes(vqgan, new))
 
 
-def pixel_report(generated: dict[str, torch.Tensor], prompts: dict[str, PromptSet], vqgan: VQGANModel) -> dict:
+def pixel_report(
+    generated: dict[str, torch.Tensor],
+    prompts: dict[str, PromptSet],
+    vqgan: VQGANModel,
+    code_lookups: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
     `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
     writes exactly the true codes gets), `n_prompts` per task, and when the gray task is there
     `gray_saturation` (mean HSV saturation of the generated gray images) next to
     `gray_saturation_ceiling` (that of the VQGAN's round trip of the gray truth: the least an LVM that
     writes exactly the true codes shows), and `psnr_gain_interval`: per task and baseline, the 95 % interval
-    of generated − baseline PSNR over the prompts (`psnr_gain_interval`; with 2+ prompts)."""
+    of generated − baseline PSNR over the prompts (`psnr_gain_interval`; with 2+ prompts).
+
+    `code_lookups` (task → query codes → answer codes, e.g. `lvm.eval.code_lookup.CodeLookup`) add the
+    baseline `code_lookup` to their tasks: the query's codes mapped through the table, decoded."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "psnr_gain_interval": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
         truth = prompt_set.truth
         report["generated_psnr"][task] = set_psnr(generated[task], truth)
         ceiling = as_uint8_levels(decode_codes(vqgan, encode_images(vqgan, truth)))
         baselines = baseline_images(task, prompt_set.contexts, truth) | {"tokenizer_ceiling": ceiling}
+        if code_lookups and task in code_lookups:
+            answer_codes = code_lookups[task](encode_images(vqgan, prompt_set.contexts[:, -1]))
+            baselines["code_lookup"] = as_uint8_levels(decode_codes(vqgan, answer_codes))
         report["baseline_psnr"][task] = {name: set_psnr(images, truth) for name, images in baselines.items()}
         if truth.shape[0] >= 2:
             report["psnr_gain_interval"][task] = {
