@@ -247,7 +247,7 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
             task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
             for task, prompt_set in prompts.items()
         }
-    lookups = fit_code_lookups(train_set, vqgan.config.tokens_per_image, vqgan.config.num_embeddings)
+    lookups = fit_code_lookups(train_set, vqgan.config)
     pixels = pixel_report(generated, prompts, vqgan, lookups)
     rows = prompt_rows(prompts, generated, cfg.prompting.rows_per_task)
     save_grid(rows, run_dir / "prompts.png")

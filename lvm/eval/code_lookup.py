@@ -10,13 +10,15 @@ keeps too much colour, since a code says little about which of its neighbours ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 from lvm.data.shards import VisualSentence
 from lvm.eval.prompt_quality import FRAME_KINDS, task_of
+from lvm.tokenizer.grid import sentence_codes
+from lvm.tokenizer.vqgan import VQGANConfig
 
 
 class CodeLookup:
@@ -52,21 +54,22 @@ class CodeLookup:
         return torch.from_numpy(self.table).to(queries.device)[queries.long()]
 
 
-def fit_code_lookups(
-    sentences: Iterable[VisualSentence], tokens_per_image: int, num_codes: int
-) -> Mapping[str, CodeLookup]:
-    """One `CodeLookup` per analogy task of the sentences (`task_of`), from every (x, y) pair they hold:
-    images 0, 2, 4, … are the queries, 1, 3, 5, … their answers. Frame runs (video, sequence) have none."""
+def fit_code_lookups(sentences: Iterable[VisualSentence], config: VQGANConfig) -> dict[str, CodeLookup]:
+    """One `CodeLookup` per analogy task of the sentences (`task_of`), over the codebook of `config`, from every
+    (x, y) pair they hold: images 0, 2, 4, … are the queries, 1, 3, 5, … their answers. Frame runs (video,
+    sequence) have none. A sentence whose images are not the tokenizer's size, or that holds a special token,
+    is refused by name (`sentence_codes`)."""
     pairs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for sentence in sentences:
         if sentence.kind in FRAME_KINDS:
             continue
-        images = sentence.tokens[: sentence.n_images * tokens_per_image].reshape(sentence.n_images, tokens_per_image)
+        where = f"{sentence.kind} sentence {sentence.key or ', '.join(sentence.source)}"
+        images = sentence_codes(sentence.tokens, sentence.n_images, config, where).numpy()
         n_pairs = sentence.n_images // 2
         queries, answers = pairs.setdefault(task_of(sentence.kind, sentence.meta), ([], []))
         queries.append(images[0 : 2 * n_pairs : 2])
         answers.append(images[1 : 2 * n_pairs : 2])
     return {
-        task: CodeLookup.fit(np.concatenate(queries), np.concatenate(answers), num_codes)
+        task: CodeLookup.fit(np.concatenate(queries), np.concatenate(answers), config.num_embeddings)
         for task, (queries, answers) in pairs.items()
     }

@@ -47,21 +47,37 @@ def test_bad_pairs_are_refused_with_what_was_expected(queries, answers, message)
 
 def sentence(kind: str, images: list[list[int]], task: str | None = None) -> VisualSentence:
     meta = {"task": task} if task else {}
-    return VisualSentence(np.array(images, dtype=np.uint16).ravel(), kind, [], len(images), meta)
+    return VisualSentence(np.array(images, dtype=np.uint16).ravel(), kind, [f"{kind}.mp4"], len(images), meta)
+
+
+# 8 px at f = 4: 2×2 = 4 codes per image, 64 codes in the codebook.
+FOUR_CODES = tiny_config(resolution=8)
 
 
 def test_sentences_give_one_table_per_task_from_their_pairs_and_none_from_frames():
-    # Two images of 2 codes per pair; the gray task maps c → c + 1, the edges task c → 0; a video whose
-    # "pairs" would map 1 → 3 must be ignored, and a trailing unpaired query too.
+    # The gray task maps c → c + 1, the edges task c → 0; a video whose "pairs" would map 1 → 3 must be
+    # ignored, and a trailing unpaired query too.
     sentences = [
-        sentence("paired", [[1, 2], [2, 3], [3, 1], [4, 2], [2, 2]], task="gray"),
-        sentence("paired", [[1, 3], [0, 0]], task="edges"),
-        sentence("video", [[1, 1], [3, 3]]),
+        sentence("paired", [[1, 2, 1, 2], [2, 3, 2, 3], [3, 1, 3, 1], [4, 2, 4, 2], [2, 2, 2, 2]], task="gray"),
+        sentence("paired", [[1, 3, 1, 3], [0, 0, 0, 0]], task="edges"),
+        sentence("video", [[1, 1, 1, 1], [3, 3, 3, 3]]),
     ]
-    lookups = fit_code_lookups(sentences, tokens_per_image=2, num_codes=5)
+    lookups = fit_code_lookups(sentences, FOUR_CODES)
     assert set(lookups) == {"gray", "edges"}
     assert list(lookups["gray"].table[[1, 2, 3]]) == [2, 3, 4]
     assert list(lookups["edges"].table[[1, 3]]) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([[1, 2, 1], [2, 3, 2]], "paired sentence paired.mp4: the sentence has 3 tokens per image"),
+        ([[1, 2, 1, 2], [2, 3, 2, 64]], r"paired sentence paired.mp4: token 7 \(image 1\) is id 64"),
+    ],
+)
+def test_a_sentence_that_is_not_the_tokenizers_codes_is_refused_by_name(images, message):
+    with pytest.raises(ValueError, match=message):
+        fit_code_lookups([sentence("paired", images, task="gray")], FOUR_CODES)
 
 
 def test_the_pixel_report_scores_the_lookup_on_each_prompts_query():
