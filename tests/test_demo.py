@@ -129,6 +129,8 @@ def test_pixel_figures_have_every_task_and_baseline(demo_run):
     assert set(summary["baseline_psnr"]["gray"]) == {"copy_query", "tokenizer_ceiling", "code_lookup"}
     assert set(summary["baseline_psnr"]["edges"]) == {"black", "copy_query", "tokenizer_ceiling", "code_lookup"}
     assert summary["n_prompts"] == {"next_frame": 2, "gray": 2, "edges": 2}
+    assert set(summary["teacher_forced_psnr"]) == set(TASKS)
+    assert 0.0 <= summary["teacher_forced_gray_saturation"] <= 1.0
     assert set(summary["targets"]) == set(TASKS) and all(isinstance(v, bool) for v in summary["targets"].values())
 
 

@@ -140,6 +140,12 @@ def print_summary(summary: dict) -> None:
             f"Mean HSV saturation of the generated gray images: {summary['gray_saturation']:.3f} "
             f"(the tokenizer's round trip of the gray truth: {summary['gray_saturation_ceiling']:.3f})"
         )
+    if "teacher_forced_psnr" in summary:
+        forced = ", ".join(f"{task} {psnr:.2f}" for task, psnr in summary["teacher_forced_psnr"].items())
+        print(
+            f"Teacher-forced (the likeliest code given the true codes before each place; not a generation): {forced} "
+            "dB; the gap to the LVM's column is what writing on its own costs it"
+        )
     if "answer_first_token_loss_by_shot" in summary:
         by_shot = " → ".join(f"{loss:.2f}" for loss in summary["answer_first_token_loss_by_shot"])
         print(

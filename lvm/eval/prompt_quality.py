@@ -149,11 +149,39 @@ def generate_next_images(
     return as_uint8_levels(decode_codes(vqgan, new))
 
 
+@torch.no_grad()
+def teacher_forced_codes(model: LLaMA, context: torch.Tensor, truth: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """Context codes (N, k·n) and the true next image's codes (N, n) → (N, n): at every place of the next image
+    the LVM's likeliest code (among the first `num_codes` ids) given the context and the true codes before that
+    place. Whole images are dropped from the front while the sequence does not fit `max_seq_len`."""
+    n = truth.shape[1]
+    tokens = torch.cat([context, truth], dim=1)
+    keep = (model.config.max_seq_len + 1) // n * n
+    if keep < 2 * n:
+        raise ValueError(f"the model's max_seq_len {model.config.max_seq_len} holds fewer than 2 images of {n} tokens")
+    tokens = tokens[:, -keep:]
+    logits = model(tokens[:, :-1].to(model.embed_tokens.weight.device))[:, -n:, :num_codes]
+    return logits.argmax(-1).cpu()
+
+
+def teacher_forced_next_images(model: LLaMA, vqgan: VQGANModel, prompts: PromptSet) -> torch.Tensor:
+    """Each prompt's next image as `teacher_forced_codes` writes it, decoded like `generate_next_images`.
+
+    Not a generation: the true codes before a place carry part of what belongs there. Its gap to the greedy
+    images is what writing on its own costs the LVM (README, "The start of an answer decides it")."""
+    n, n_context = prompts.contexts.shape[:2]
+    context = encode_images(vqgan, prompts.contexts.flatten(0, 1)).view(n, -1)
+    truth = encode_images(vqgan, prompts.truth)
+    codes = teacher_forced_codes(model, context, truth, vqgan.config.num_embeddings)
+    return as_uint8_levels(decode_codes(vqgan, codes))
+
+
 def pixel_report(
     generated: dict[str, torch.Tensor],
     prompts: dict[str, PromptSet],
     vqgan: VQGANModel,
     code_lookups: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    teacher_forced: Mapping[str, torch.Tensor] | None = None,
 ) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
     `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
@@ -164,7 +192,9 @@ def pixel_report(
     of generated − baseline PSNR over the prompts (`psnr_gain_interval`; with 2+ prompts).
 
     `code_lookups` (task → query codes → answer codes, e.g. `lvm.eval.code_lookup.CodeLookup`) add the
-    baseline `code_lookup` to their tasks: the query's codes mapped through the table, decoded."""
+    baseline `code_lookup` to their tasks: the query's codes mapped through the table, decoded.
+    `teacher_forced` (task → `teacher_forced_next_images`) adds `teacher_forced_psnr` per task and, for the gray
+    task, `teacher_forced_gray_saturation`."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "psnr_gain_interval": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
         truth = prompt_set.truth
@@ -183,4 +213,8 @@ def pixel_report(
         if task == "gray":
             report["gray_saturation"] = mean_saturation(generated[task])
             report["gray_saturation_ceiling"] = mean_saturation(ceiling)
+        if teacher_forced and task in teacher_forced:
+            report.setdefault("teacher_forced_psnr", {})[task] = set_psnr(teacher_forced[task], truth)
+            if task == "gray":
+                report["teacher_forced_gray_saturation"] = mean_saturation(teacher_forced[task])
     return report

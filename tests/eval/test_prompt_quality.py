@@ -1,12 +1,23 @@
 """The paired bootstrap interval of a PSNR gain: it brackets the gain scikit-image measures, it is paired (prompts
-of very different difficulty do not widen it), and it reaches the demo's pixel report for every baseline."""
+of very different difficulty do not widen it), and it reaches the demo's pixel report for every baseline. Teacher-forced
+answers: aligned with greedy generation, causal, and reported."""
 
 import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from lvm.eval.prompt_quality import PromptSet, per_image_mse, pixel_report, psnr_gain_interval
+from lvm.eval.prompt_quality import (
+    PromptSet,
+    per_image_mse,
+    pixel_report,
+    psnr_gain_interval,
+    set_psnr,
+    teacher_forced_codes,
+)
+from lvm.generation.prompting import continue_image_codes
+from lvm.generation.sampler import SamplingConfig
+from lvm.model import LLaMA, ModelConfig
 from lvm.tokenizer.vqgan import VQGANModel
 from tests.tokenizer.conftest import tiny_config
 
@@ -68,9 +79,50 @@ def test_the_pixel_report_has_an_interval_for_every_baseline():
         for task in ("next_frame", "edges")
     }
     generated = {task: torch.rand(6, 3, size, size, generator=generator) for task in prompts}
-    report = pixel_report(generated, prompts, vqgan)
+    teacher_forced = {"edges": torch.rand(6, 3, size, size, generator=generator)}
+    report = pixel_report(generated, prompts, vqgan, teacher_forced=teacher_forced)
+    assert report["teacher_forced_psnr"] == {"edges": set_psnr(teacher_forced["edges"], prompts["edges"].truth)}
     for task in prompts:
         assert report["psnr_gain_interval"][task].keys() == report["baseline_psnr"][task].keys()
         for name, (low, high) in report["psnr_gain_interval"][task].items():
             point = report["generated_psnr"][task] - report["baseline_psnr"][task][name]
             assert low <= point + 1e-6 and point - 1e-6 <= high, (task, name)
+
+
+CODES, N = 16, 4  # a codebook of 16 codes (ids 16-19 special), 4 tokens per image, 4 images in max_seq_len
+
+
+def tiny_lvm() -> LLaMA:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        name="tiny", hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=20, max_seq_len=16
+    )
+    return LLaMA(config).eval()
+
+
+def test_teacher_forced_codes_of_the_greedy_answer_are_that_answer():
+    """Fed its own greedy answer (written by the KV-cache engine, a separate code path) as the truth, the LVM's
+    likeliest code at every place is the one it wrote: the places line up with generation's."""
+    model = tiny_lvm()
+    context = torch.randint(0, CODES, (5, 3 * N), generator=torch.Generator().manual_seed(1))
+    greedy = SamplingConfig(temperature=0.0, num_vq_codes=CODES)
+    written = continue_image_codes(model, [row.view(3, N) for row in context], 1, greedy)[:, 0, 0]
+    assert torch.equal(teacher_forced_codes(model, context, written, CODES), written)
+
+
+def test_teacher_forced_codes_read_only_the_true_codes_before_each_place():
+    model = tiny_lvm()
+    generator = torch.Generator().manual_seed(2)
+    context = torch.randint(0, CODES, (5, 3 * N), generator=generator)
+    truth = torch.randint(0, CODES, (5, N), generator=generator)
+    codes = teacher_forced_codes(model, context, truth, CODES)
+    assert codes.shape == truth.shape and int(codes.max()) < CODES
+    for place in range(N):
+        changed = truth.clone()
+        changed[:, place] = (changed[:, place] + 1) % CODES
+        again = teacher_forced_codes(model, context, changed, CODES)
+        assert torch.equal(again[:, : place + 1], codes[:, : place + 1]), place
+    assert not torch.equal(teacher_forced_codes(model, context, (truth + 1) % CODES, CODES), codes)
+    # A context longer than max_seq_len holds: only its last whole images are read.
+    longer = torch.cat([torch.randint(0, CODES, (5, 2 * N), generator=generator), context], dim=1)
+    assert torch.equal(teacher_forced_codes(model, longer, truth, CODES), codes)
