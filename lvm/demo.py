@@ -38,7 +38,7 @@ from lvm.eval.demo_report import (
     write_prompt_files,
 )
 from lvm.eval.heldout import heldout_report
-from lvm.eval.prompt_quality import generate_next_images, pixel_report, teacher_forced_next_images
+from lvm.eval.prompt_quality import encode_prompts, generate_next_images, pixel_report, teacher_forced_next_images
 from lvm.generation.sampler import SamplingConfig
 from lvm.media.images import images_to_tensor
 from lvm.media.skips import SkipCounter
@@ -243,15 +243,16 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> dict:
             vqgan.config.tokens_per_image,
             vqgan.config.num_embeddings,
         )
+        codes = {task: encode_prompts(vqgan, prompt_set) for task, prompt_set in prompts.items()}  # encoded once
         generated = {
-            task: generate_next_images(module.model, vqgan, prompt_set, sampling, generator)
-            for task, prompt_set in prompts.items()
+            task: generate_next_images(module.model, vqgan, task_codes, sampling, generator)
+            for task, task_codes in codes.items()
         }
         teacher_forced = {
-            task: teacher_forced_next_images(module.model, vqgan, prompt_set) for task, prompt_set in prompts.items()
+            task: teacher_forced_next_images(module.model, vqgan, task_codes) for task, task_codes in codes.items()
         }
     lookups = fit_code_lookups(train_set, vqgan.config)
-    pixels = pixel_report(generated, prompts, vqgan, lookups, teacher_forced)
+    pixels = pixel_report(generated, prompts, vqgan, lookups, teacher_forced, codes)
     rows = prompt_rows(prompts, generated, cfg.prompting.rows_per_task)
     save_grid(rows, run_dir / "prompts.png")
     write_prompt_files(prompts, run_dir)

@@ -132,20 +132,35 @@ def as_uint8_levels(images: torch.Tensor) -> torch.Tensor:
     return images.float().clamp(0, 1).mul(255).round().div(255)
 
 
+@dataclass
+class PromptCodes:
+    """A `PromptSet` as the tokenizer's codes, encoded once (`encode_prompts`) for every use: `context`
+    (N, n_context, n) and `truth` (N, n) int64."""
+
+    context: torch.Tensor
+    truth: torch.Tensor
+
+
+@torch.no_grad()
+def encode_prompts(vqgan: VQGANModel, prompts: PromptSet) -> PromptCodes:
+    """The codes of a prompt set's context images and truths (`encode_images`)."""
+    n, n_context = prompts.contexts.shape[:2]
+    context = encode_images(vqgan, prompts.contexts.flatten(0, 1)).view(n, n_context, -1)
+    return PromptCodes(context, encode_images(vqgan, prompts.truth))
+
+
 @torch.no_grad()
 def generate_next_images(
     model: LLaMA | GenerationEngine,
     vqgan: VQGANModel,
-    prompts: PromptSet,
+    codes: PromptCodes,
     sampling: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Each prompt's next image (N, 3, H, W), written by the LVM in one batch (greedy by default),
-    decoded by the VQGAN and rounded to uint8 levels."""
-    n, n_context = prompts.contexts.shape[:2]
-    codes = encode_images(vqgan, prompts.contexts.flatten(0, 1)).view(n, n_context, -1)
+    """Each prompt's next image (N, 3, H, W), written by the LVM in one batch (greedy by default) after the
+    prompt's context codes, decoded by the VQGAN and rounded to uint8 levels."""
     sampling = restrict_to_codebook(sampling or SamplingConfig(temperature=0.0), vqgan)
-    new = continue_image_codes(model, list(codes), 1, sampling, generator=generator)[:, 0, 0]
+    new = continue_image_codes(model, list(codes.context), 1, sampling, generator=generator)[:, 0, 0]
     return as_uint8_levels(decode_codes(vqgan, new))
 
 
@@ -164,16 +179,13 @@ def teacher_forced_codes(model: LLaMA, context: torch.Tensor, truth: torch.Tenso
     return logits.argmax(-1).cpu()
 
 
-def teacher_forced_next_images(model: LLaMA, vqgan: VQGANModel, prompts: PromptSet) -> torch.Tensor:
+def teacher_forced_next_images(model: LLaMA, vqgan: VQGANModel, codes: PromptCodes) -> torch.Tensor:
     """Each prompt's next image as `teacher_forced_codes` writes it, decoded like `generate_next_images`.
 
     Not a generation: the true codes before a place carry part of what belongs there. Its gap to the greedy
     images is what writing on its own costs the LVM (README, "The start of an answer decides it")."""
-    n, n_context = prompts.contexts.shape[:2]
-    context = encode_images(vqgan, prompts.contexts.flatten(0, 1)).view(n, -1)
-    truth = encode_images(vqgan, prompts.truth)
-    codes = teacher_forced_codes(model, context, truth, vqgan.config.num_embeddings)
-    return as_uint8_levels(decode_codes(vqgan, codes))
+    answer = teacher_forced_codes(model, codes.context.flatten(1), codes.truth, vqgan.config.num_embeddings)
+    return as_uint8_levels(decode_codes(vqgan, answer))
 
 
 def pixel_report(
@@ -182,6 +194,7 @@ def pixel_report(
     vqgan: VQGANModel,
     code_lookups: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     teacher_forced: Mapping[str, torch.Tensor] | None = None,
+    codes: Mapping[str, PromptCodes] | None = None,
 ) -> dict:
     """The demo's pixel figures: `generated_psnr` per task, `baseline_psnr` per task (the baselines of
     `baseline_images` and `tokenizer_ceiling`, the VQGAN's own round trip of the truth: what an LVM that
@@ -194,15 +207,17 @@ def pixel_report(
     `code_lookups` (task → query codes → answer codes, e.g. `lvm.eval.code_lookup.CodeLookup`) add the
     baseline `code_lookup` to their tasks: the query's codes mapped through the table, decoded.
     `teacher_forced` (task → `teacher_forced_next_images`) adds `teacher_forced_psnr` per task and, for the gray
-    task, `teacher_forced_gray_saturation`."""
+    task, `teacher_forced_gray_saturation`. `codes` (task → `encode_prompts`) are the prompts' codes where the
+    caller has them already; the others are encoded here."""
     report: dict = {"generated_psnr": {}, "baseline_psnr": {}, "psnr_gain_interval": {}, "n_prompts": {}}
     for task, prompt_set in prompts.items():
         truth = prompt_set.truth
+        task_codes = codes[task] if codes and task in codes else encode_prompts(vqgan, prompt_set)
         report["generated_psnr"][task] = set_psnr(generated[task], truth)
-        ceiling = as_uint8_levels(decode_codes(vqgan, encode_images(vqgan, truth)))
+        ceiling = as_uint8_levels(decode_codes(vqgan, task_codes.truth))
         baselines = baseline_images(task, prompt_set.contexts, truth) | {"tokenizer_ceiling": ceiling}
         if code_lookups and task in code_lookups:
-            answer_codes = code_lookups[task](encode_images(vqgan, prompt_set.contexts[:, -1]))
+            answer_codes = code_lookups[task](task_codes.context[:, -1])
             baselines["code_lookup"] = as_uint8_levels(decode_codes(vqgan, answer_codes))
         report["baseline_psnr"][task] = {name: set_psnr(images, truth) for name, images in baselines.items()}
         if truth.shape[0] >= 2:

@@ -8,7 +8,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from lvm.eval.prompt_quality import (
+    PromptCodes,
     PromptSet,
+    encode_prompts,
     per_image_mse,
     pixel_report,
     psnr_gain_interval,
@@ -82,6 +84,13 @@ def test_the_pixel_report_has_an_interval_for_every_baseline():
     teacher_forced = {"edges": torch.rand(6, 3, size, size, generator=generator)}
     report = pixel_report(generated, prompts, vqgan, teacher_forced=teacher_forced)
     assert report["teacher_forced_psnr"] == {"edges": set_psnr(teacher_forced["edges"], prompts["edges"].truth)}
+    # Codes the caller encoded already are used, not encoded again: the same codes give the same report, others
+    # (every truth code shifted) another tokenizer ceiling.
+    codes = {task: encode_prompts(vqgan, prompt_set) for task, prompt_set in prompts.items()}
+    assert pixel_report(generated, prompts, vqgan, teacher_forced=teacher_forced, codes=codes) == report
+    shifted = {task: PromptCodes(c.context, (c.truth + 1) % vqgan.config.num_embeddings) for task, c in codes.items()}
+    other = pixel_report(generated, prompts, vqgan, codes=shifted)["baseline_psnr"]["edges"]["tokenizer_ceiling"]
+    assert other != report["baseline_psnr"]["edges"]["tokenizer_ceiling"]
     for task in prompts:
         assert report["psnr_gain_interval"][task].keys() == report["baseline_psnr"][task].keys()
         for name, (low, high) in report["psnr_gain_interval"][task].items():
