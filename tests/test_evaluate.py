@@ -90,8 +90,10 @@ def test_command_line_writes_the_tables_into_the_run_folder(world, tmp_path):
     assert [r["line"] for r in rows] == ["1", "2"] and summary["n_examples"] == 2
     assert "mean_perplexity" in result.stdout  # the rich table
     assert "mean perplexity" in (run / "evaluate.log").read_text()  # logged through Hydra's file handler
-    # The same batch size as the command line: other batch shapes take other CPU kernels, which differ in the
-    # last digits (3e-5 relative, seen on an Intel host).
+    # The same arguments as the command line. Two processes still need not agree to the last digit: on an Intel
+    # host the same call gave 221.7508 or 221.7579 from run to run (3e-5 relative; the math library's kernels can
+    # depend on how memory is aligned), so the check is for the same numbers to 1e-4, which any wiring error
+    # (another batch, key or file) is far outside.
     expected = evaluate_perplexity(
         load_model(world["ckpt"]),
         load_vqgan(world["vqgan"]),
@@ -100,7 +102,7 @@ def test_command_line_writes_the_tables_into_the_run_folder(world, tmp_path):
         batch_size=2,
         progress=False,
     )
-    assert summary["mean_perplexity"] == pytest.approx(expected["mean_perplexity"], rel=1e-6)
+    assert summary["mean_perplexity"] == pytest.approx(expected["mean_perplexity"], rel=1e-4)
     assert summary["model_path"] == str(world["ckpt"])
 
 
