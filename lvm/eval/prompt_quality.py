@@ -21,7 +21,7 @@ from scipy.stats import bootstrap
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from lvm.generation.engine import GenerationEngine
-from lvm.generation.prompting import continue_image_codes, restrict_to_codebook
+from lvm.generation.prompting import continue_image_codes, images_per_window, restrict_to_codebook
 from lvm.generation.sampler import SamplingConfig
 from lvm.model.llama import LLaMA
 from lvm.tokenizer.codec import decode_codes, encode_images
@@ -168,13 +168,10 @@ def generate_next_images(
 def teacher_forced_codes(model: LLaMA, context: torch.Tensor, truth: torch.Tensor, num_codes: int) -> torch.Tensor:
     """Context codes (N, k·n) and the true next image's codes (N, n) → (N, n): at every place of the next image
     the LVM's likeliest code (among the first `num_codes` ids) given the context and the true codes before that
-    place. Whole images are dropped from the front while the sequence does not fit `max_seq_len`."""
+    place. The context is cut to its last whole images as `continue_image_codes` cuts it, so both read the same."""
     n = truth.shape[1]
-    tokens = torch.cat([context, truth], dim=1)
-    keep = (model.config.max_seq_len + 1) // n * n
-    if keep < 2 * n:
-        raise ValueError(f"the model's max_seq_len {model.config.max_seq_len} holds fewer than 2 images of {n} tokens")
-    tokens = tokens[:, -keep:]
+    window = (images_per_window(model.config.max_seq_len, n) - 1) * n
+    tokens = torch.cat([context[:, -window:], truth], dim=1)
     logits = model(tokens[:, :-1].to(model.embed_tokens.weight.device))[:, -n:, :num_codes]
     return logits.argmax(-1).cpu()
 

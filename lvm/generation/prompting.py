@@ -29,6 +29,15 @@ def context_frame_indices(n_frames: int, n_context: int | None, stride: int = 1)
     return list(range(n_frames - 1, -1, -stride))[:n_context][::-1]
 
 
+def images_per_window(max_seq_len: int, n: int, max_images: int | None = None) -> int:
+    """The most whole images of `n` tokens one sequence holds: `max_images`, or as many as `max_seq_len` fits.
+    Refused below 2: an image to read and one to write."""
+    max_images = max_images or max_seq_len // n
+    if max_images < 2:
+        raise ValueError(f"the model's max_seq_len {max_seq_len} holds fewer than 2 images of {n} tokens")
+    return max_images
+
+
 def continue_image_codes(
     model: LLaMA | GenerationEngine,
     contexts: Sequence[torch.Tensor],
@@ -53,11 +62,7 @@ def continue_image_codes(
             f"shapes {[tuple(c.shape) for c in contexts]}"
         )
     n = sizes.pop()
-    max_images = max_images or engine.model.config.max_seq_len // n
-    if max_images < 2:
-        raise ValueError(
-            f"the model's max_seq_len {engine.model.config.max_seq_len} holds fewer than 2 images of {n} tokens"
-        )
+    max_images = images_per_window(engine.model.config.max_seq_len, n, max_images)
     window = (max_images - 1) * n
     rows = [c.reshape(-1)[-window:] for c in contexts]
     written: list[torch.Tensor] = []  # chunks of (B·n_candidates, images, n)
