@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lvm.model import LLaMA, ModelConfig
 from lvm.model.config import SIZES
 from lvm.train import check_sequence_fits, train
+from lvm.training.optim import MuonWithAdamW
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -152,6 +153,10 @@ def test_demo_experiment_composes(compose_train):
     assert (demo.hidden_size, demo.num_layers, demo.vocab_size) == (debug.hidden_size, debug.num_layers, 356)
     assert cfg.data.seq_len % cfg.data.tokens_per_image == 0
     assert cfg.scheduler.decay_steps == cfg.trainer.max_steps
+    # Muon on the blocks' matrices, AdamW on the rest; optimizer=adamw gives the original's recipe back
+    assert isinstance(instantiate(cfg.optimizer)(LLaMA(demo)), MuonWithAdamW)
+    adamw = compose_train("experiment=demo", "optimizer=adamw").optimizer
+    assert adamw._target_.endswith("build_adamw") and adamw.lr == cfg.optimizer.lr
 
 
 def test_demo_root_config_composes():

@@ -39,6 +39,7 @@ TABLE_COLUMNS = [
     "model",
     "params",
     "max_steps",
+    "optimizer",
     "lr",
     "batch_size",
     "seq_len",
@@ -220,6 +221,8 @@ def job_row(job: Job, last_k: int = 5) -> dict:
         "model": model.name,
         "params": model.num_parameters,
         "max_steps": int(cfg.trainer.max_steps),
+        # the factory's name (adamw, muon): sweeps over optimizer=... tell their runs apart by it
+        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].removeprefix("build_"),
         "lr": float(cfg.optimizer.lr),
         "batch_size": int(cfg.data.batch_size),
         "seq_len": int(cfg.data.seq_len),
@@ -236,10 +239,11 @@ def job_row(job: Job, last_k: int = 5) -> dict:
 
 
 def runs_table(sweep_dir: str | Path, last_k: int = 5, strict: bool = False) -> pd.DataFrame:
-    """One row per job of a sweep: job, model, params, max_steps, lr, batch_size, seq_len, steps (last
-    logged step + 1), complete (whether that reaches max_steps; IncompleteJobWarning otherwise), tokens
-    (final train/tokens_seen), flops (final train/flops_spent), train_loss (mean of the last `last_k`
-    logged train/loss points), val_loss (last val/loss; NaN when the job never validated), overrides, path."""
+    """One row per job of a sweep: job, model, params, max_steps, optimizer (the factory's name: adamw, muon),
+    lr, batch_size, seq_len, steps (last logged step + 1), complete (whether that reaches max_steps;
+    IncompleteJobWarning otherwise), tokens (final train/tokens_seen), flops (final train/flops_spent),
+    train_loss (mean of the last `last_k` logged train/loss points), val_loss (last val/loss; NaN when the
+    job never validated), overrides, path."""
     rows = [job_row(job, last_k) for job in load_jobs(sweep_dir, strict=strict)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

@@ -1,5 +1,5 @@
-"""The original's optimisation recipe (the original's EasyLM/optimizers.py): AdamW on every parameter, warmup then
-cosine to end_lr."""
+"""The optimisation recipes: the original's (the original's EasyLM/optimizers.py: AdamW on every parameter, warmup
+then cosine to end_lr), and ours, Muon on the decoder blocks' weight matrices with AdamW on the rest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, exclude_norms_and_embeddings: bool = False) -> list[dict]:
@@ -61,3 +62,79 @@ def build_adamw(
     """AdamW with the original's defaults (b2 0.95, eps 1e-8, decay 0.1 on every parameter)."""
     groups = parameter_groups(model, weight_decay, exclude_norms_and_embeddings)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon on some parameters and AdamW on the others, as one optimizer: Lightning's automatic optimization
+    and the lr schedulers take one. Both halves are torch's own (`torch.optim.Muon`, `torch.optim.AdamW`);
+    this class only routes. Its `param_groups` are the halves' own group dicts, so a scheduler that sets a
+    group's lr here sets it where the step reads it; `state_dict` holds both halves' states."""
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+        self.muon, self.adamw = muon, adamw
+        super().__init__([*muon.param_groups, *adamw.param_groups], {})
+
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        # Loading gives each half new group dicts: point at them again, or a scheduler would set lrs nobody reads.
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+
+def muon_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon's, AdamW's): the weight matrices of the `nn.Linear` layers inside `model.layers` (the decoder
+    blocks) for Muon; the embeddings, the output head and the norm gains for AdamW, as Muon's authors do."""
+    if not isinstance(getattr(model, "layers", None), nn.Module):
+        raise ValueError(f"build_muon: expected a model with decoder blocks in .layers, got {type(model).__name__}")
+    hidden = {id(m.weight): m.weight for m in model.layers.modules() if isinstance(m, nn.Linear)}
+    rest = [p for p in model.parameters() if id(p) not in hidden]
+    return [p for p in hidden.values() if p.requires_grad], [p for p in rest if p.requires_grad]
+
+
+def build_muon(
+    model: nn.Module,
+    lr: float,
+    muon_lr: float = 0.02,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_steps: int = 5,
+    adjust_lr_fn: str = "original",
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    weight_decay: float = 0.1,
+) -> MuonWithAdamW:
+    """Muon (Jordan et al., 2024: momentum, then the update matrix orthogonalized by Newton–Schulz steps) at
+    `muon_lr` on the decoder blocks' weight matrices; AdamW at `lr` on the rest (`muon_parameters`). Both
+    decay by `weight_decay`. The scheduler warms each group up to its own peak, then decays it to `end_lr`.
+
+    Muon orthogonalizes whole matrices, which `torch.optim.Muon` cannot do on FSDP shards: a model whose
+    weights are DTensors is refused (train it with DDP, or with `optimizer=adamw`)."""
+    hidden, rest = muon_parameters(model)
+    if any(isinstance(p, DTensor) for p in hidden):
+        raise ValueError(
+            "build_muon: the decoder's weight matrices are sharded (FSDP); Muon orthogonalizes whole matrices, "
+            "which torch.optim.Muon does not do across shards. Use strategy=ddp, or optimizer=adamw."
+        )
+    muon = torch.optim.Muon(
+        hidden,
+        lr=muon_lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_steps=ns_steps,
+        adjust_lr_fn=adjust_lr_fn,
+    )
+    adamw = torch.optim.AdamW(rest, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    return MuonWithAdamW(muon, adamw)

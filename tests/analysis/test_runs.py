@@ -53,6 +53,7 @@ def test_table_has_one_row_per_job_with_the_real_numbers(tiny_sweep):
     assert table["params"].tolist() == [c.num_parameters for c in expected]
     assert table["params"].is_monotonic_increasing
     assert (table["max_steps"] == MAX_STEPS).all() and (table["steps"] == MAX_STEPS).all() and table["complete"].all()
+    assert (table["optimizer"] == "muon").all()  # experiment=demo's
     assert (table["lr"] == 2e-3).all() and (table["batch_size"] == BATCH_SIZE).all()
     assert (table["tokens"] == TOKENS).all()  # steps × batch_size × seq_len
     # FLOPs as lvm.training.lit_module counts them; TensorBoard stores float32, hence the tolerance.

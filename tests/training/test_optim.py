@@ -1,9 +1,18 @@
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
 from lvm.model import LLaMA, ModelConfig
-from lvm.training.optim import build_adamw, parameter_groups, warmup_cosine_lr, warmup_cosine_scheduler
+from lvm.training.optim import (
+    build_adamw,
+    build_muon,
+    muon_parameters,
+    parameter_groups,
+    warmup_cosine_lr,
+    warmup_cosine_scheduler,
+)
 from tests.spec import spec_lr as schedule_of_spec
 
 PEAK, END, WARMUP, DECAY = 1.5e-4, 3e-5, 10, 50
@@ -61,3 +70,124 @@ def test_alternative_groups_split_linear_weights_from_norms_and_embeddings():
     assert no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert id(model.embed_tokens.weight) in {id(p) for p in no_decay["params"]}
+
+
+# --- Muon on the decoder blocks' matrices, AdamW on the rest ---------------------------------------------
+
+TINY = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=64, image_positions=4)
+
+
+def block_matrices(model: LLaMA) -> dict[int, str]:
+    """id → name of the weight of every nn.Linear inside the decoder blocks."""
+    return {id(m.weight): name for name, m in model.layers.named_modules() if isinstance(m, nn.Linear)}
+
+
+def loss_of(model: LLaMA) -> torch.Tensor:
+    ids = torch.randint(64, (4, 33), generator=torch.Generator().manual_seed(0))
+    return nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+
+
+def newton_schulz_reference(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Muon's orthogonalization (Jordan et al., 2024), in float64: the quintic iteration on G/‖G‖_F."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.double() / g.double().norm()
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def test_muon_takes_the_block_matrices_and_adamw_everything_else():
+    model = LLaMA(TINY)
+    hidden, rest = muon_parameters(model)
+    assert {id(p) for p in hidden} == set(block_matrices(model)) and len(hidden) == 2 * 7
+    assert not {id(p) for p in hidden} & {id(p) for p in rest}
+    assert {id(p) for p in hidden} | {id(p) for p in rest} == {id(p) for p in model.parameters()}
+    for p in (model.embed_tokens.weight, model.embed_image_positions.weight, model.lm_head.weight, model.norm.weight):
+        assert any(p is q for q in rest)
+    optimizer = build_muon(model, lr=1e-3, muon_lr=0.02)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.02, 1e-3]
+    with pytest.raises(ValueError, match="decoder blocks in .layers"):
+        build_muon(nn.Linear(2, 2), lr=1e-3)
+
+
+def test_muon_step_is_the_orthogonalized_gradient_and_the_rest_is_plain_adamw():
+    torch.manual_seed(0)
+    model = LLaMA(TINY)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = build_muon(model, lr=1e-3, muon_lr=0.02, weight_decay=0.0)
+    loss_of(model).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    optimizer.step()
+
+    # the rest: exactly what torch's AdamW alone does to a copy
+    reference = LLaMA(TINY)
+    reference.load_state_dict(before)
+    _, rest = muon_parameters(reference)
+    adamw = torch.optim.AdamW(rest, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    loss_of(reference).backward()
+    adamw.step()
+    matrices = block_matrices(model)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        if id(p) not in matrices:
+            assert torch.equal(p, q), name
+
+    # the block matrices: W ← W − lr·√max(1, rows/cols)·NS(G); torch runs NS in bf16, the reference in float64
+    for name, p in model.named_parameters():
+        if id(p) in matrices:
+            rows, cols = p.shape
+            step = (before[name] - p.detach()) / (0.02 * max(1.0, rows / cols) ** 0.5)
+            expected = newton_schulz_reference(grads[name])
+            assert (step.double() - expected).norm() < 0.1 * expected.norm(), name
+            # and far from a step along the gradient itself (what SGD or a rescaled gradient would take)
+            along = grads[name].double() * expected.norm() / grads[name].double().norm()
+            assert (step.double() - along).norm() > 0.3 * expected.norm(), name
+
+
+def test_muon_state_round_trips_and_a_scheduler_drives_both_halves():
+    def run(model: LLaMA, steps: int, state: dict | None = None) -> tuple[dict, list[list[float]]]:
+        optimizer = build_muon(model, lr=1e-3, muon_lr=0.02)
+        scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=2, decay_steps=6, end_lr=1e-5)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        lrs = []
+        for _ in range(steps):
+            lrs.append([g["lr"] for g in optimizer.muon.param_groups + optimizer.adamw.param_groups])
+            optimizer.zero_grad()
+            loss_of(model).backward()
+            optimizer.step()
+            scheduler.step()
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, lrs
+
+    torch.manual_seed(0)
+    straight = LLaMA(TINY)
+    resumed = LLaMA(TINY)
+    resumed.load_state_dict(straight.state_dict())
+    _, lrs = run(straight, 5)
+    state, _ = run(resumed, 3)
+    state = pickle.loads(pickle.dumps(state))  # as a checkpoint file holds it
+    run(resumed, 2, state)
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    assert lrs[0] == [0.0, 0.0] and lrs[2] == [0.02, 1e-3]  # warmup, then each half from its own peak
+    assert lrs[4][0] == pytest.approx(warmup_cosine_lr(4, 0.02, 1e-5, 2, 6))
+    assert lrs[4][1] == pytest.approx(warmup_cosine_lr(4, 1e-3, 1e-5, 2, 6))
+
+
+def test_muon_refuses_fsdp_shards():
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    store = torch.distributed.HashStore()
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = LLaMA(TINY)
+        for block in model.layers:
+            fully_shard(block, mesh=init_device_mesh("cpu", (1,)))
+        with pytest.raises(ValueError, match="sharded \\(FSDP\\).*strategy=ddp"):
+            build_muon(model, lr=1e-3)
+    finally:
+        torch.distributed.destroy_process_group()

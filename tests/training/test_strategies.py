@@ -28,6 +28,7 @@ COMMON = [
     "scheduler.warmup_steps=2",
     "scheduler.decay_steps=8",
     "callbacks.model_checkpoint.every_n_train_steps=2",
+    "optimizer=adamw",  # FSDP2 shards: Muon (the demo's optimizer) refuses them
     "optimizer.lr=3e-3",
 ]
 TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
@@ -77,6 +78,17 @@ def test_ddp_and_fsdp2_match_one_process_and_fsdp2_resumes(tmp_path):
     resumed = losses(fsdp)
     for step in (4, 5):
         assert resumed[step] == pytest.approx(reference[step], rel=2e-5), step
+
+
+@pytest.mark.slow
+def test_muon_under_ddp_matches_one_process(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    train_cli(single, "trainer=cpu", "optimizer=muon", "optimizer.lr=3e-3", "trainer.max_steps=4")
+    train_cli(ddp, "trainer=ddp", *TWO_CPU_PROCESSES, "optimizer=muon", "optimizer.lr=3e-3", "trainer.max_steps=4")
+    reference, got = losses(single), losses(ddp)
+    assert sorted(got) == sorted(reference) == [0, 1, 2, 3] and reference[3] < reference[0]
+    for step in got:
+        assert got[step] == pytest.approx(reference[step], rel=2e-5), step
 
 
 def test_replace_directory_keeps_a_whole_checkpoint_at_every_instant(tmp_path):
