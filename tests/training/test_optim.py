@@ -169,9 +169,10 @@ def test_muon_state_round_trips_and_a_scheduler_drives_both_halves():
     _, lrs = run(straight, 5)
     state, _ = run(resumed, 3)
     state = pickle.loads(pickle.dumps(state))  # as a checkpoint file holds it
-    run(resumed, 2, state)
+    _, resumed_lrs = run(resumed, 2, state)
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
+    assert resumed_lrs == lrs[3:]  # the loaded halves read the lrs the scheduler sets
     assert lrs[0] == [0.0, 0.0] and lrs[2] == [0.02, 1e-3]  # warmup, then each half from its own peak
     assert lrs[4][0] == pytest.approx(warmup_cosine_lr(4, 0.02, 1e-5, 2, 6))
     assert lrs[4][1] == pytest.approx(warmup_cosine_lr(4, 1e-3, 1e-5, 2, 6))
