@@ -83,8 +83,11 @@ def test_ddp_and_fsdp2_match_one_process_and_fsdp2_resumes(tmp_path):
 @pytest.mark.slow
 def test_muon_under_ddp_matches_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    train_cli(single, "trainer=cpu", "optimizer=muon", "optimizer.lr=3e-3", "trainer.max_steps=4")
-    train_cli(ddp, "trainer=ddp", *TWO_CPU_PROCESSES, "optimizer=muon", "optimizer.lr=3e-3", "trainer.max_steps=4")
+    # the later optimizer= wins over COMMON's adamw (COMMON's lr=3e-3 stays: AdamW's half)
+    train_cli(single, "trainer=cpu", "optimizer=muon", "trainer.max_steps=4")
+    train_cli(ddp, "trainer=ddp", *TWO_CPU_PROCESSES, "optimizer=muon", "trainer.max_steps=4")
+    for run in (single, ddp):  # LearningRateMonitor names the optimizer's class in its columns
+        assert "lr-MuonWithAdamW/pg1" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     reference, got = losses(single), losses(ddp)
     assert sorted(got) == sorted(reference) == [0, 1, 2, 3] and reference[3] < reference[0]
     for step in got:
