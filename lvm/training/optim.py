@@ -64,6 +64,79 @@ def build_adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
+def newton_schulz_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype Muon orthogonalizes in: "bfloat16", "float32", or "auto" — bfloat16 (torch's choice) on
+    accelerators and on CPUs with bf16 matmul units, float32 on other CPUs. There torch's bf16 matmuls are
+    emulated: the demo's 28 Newton–Schulz products took 333 ms per step in bf16 and 28 ms in fp32 on an AMD EPYC
+    (AVX2) host, which made its LVM stage 4 times slower (README, "Muon")."""
+    choices = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+    if name == "auto":
+        cpu_without_bf16 = device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.float32 if cpu_without_bf16 else torch.bfloat16
+    if name not in choices:
+        raise ValueError(f"optimizer.ns_dtype: {name!r} is not one of auto, bfloat16, float32")
+    return choices[name]
+
+
+def orthogonalize(
+    g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """Muon's quintic Newton–Schulz iteration on G/‖G‖_F (Jordan et al., 2024), the update matrix of
+    `torch.optim.Muon` computed in `dtype`: ≈ U·S'·Vᵀ with S' near 1, for G = U·S·Vᵀ."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x  # iterate on the wide side: the Gram matrix is the smaller one
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """`torch.optim.Muon` with its Newton–Schulz steps in `ns_dtype`. torch's own step always orthogonalizes in
+    bfloat16; with `ns_dtype=torch.bfloat16` this class takes that step unchanged, with another dtype it takes the
+    same update (momentum, Nesterov, decoupled decay, the lr adjustment of `adjust_lr_fn`) with `orthogonalize`."""
+
+    def __init__(self, params, ns_dtype: torch.dtype = torch.bfloat16, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        if self.ns_dtype == torch.bfloat16:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"].lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-muon_step_size(group["lr"], group["adjust_lr_fn"], p.shape))
+        return loss
+
+
+def muon_step_size(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """The lr a matrix of `shape` steps by: Keller Jordan's √max(1, rows/cols)·lr ("original", torch's default)
+    or Moonshot's 0.2·√max(rows, cols)·lr ("match_rms_adamw"), as `torch.optim.Muon` scales it."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn in (None, "original"):
+        return lr * math.sqrt(max(1.0, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr
+
+
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon on some parameters and AdamW on the others, as one optimizer: Lightning's automatic optimization
     and the lr schedulers take one. Both halves are torch's own (`torch.optim.Muon`, `torch.optim.AdamW`);
@@ -111,6 +184,7 @@ def build_muon(
     nesterov: bool = True,
     ns_steps: int = 5,
     adjust_lr_fn: str = "original",
+    ns_dtype: str = "auto",
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
     weight_decay: float = 0.1,
@@ -118,6 +192,7 @@ def build_muon(
     """Muon (Jordan et al., 2024: momentum, then the update matrix orthogonalized by Newton–Schulz steps) at
     `muon_lr` on the decoder blocks' weight matrices; AdamW at `lr` on the rest (`muon_parameters`). Both
     decay by `weight_decay`. The scheduler warms each group up to its own peak, then decays it to `end_lr`.
+    `ns_dtype` is the dtype of the Newton–Schulz steps (`newton_schulz_dtype`).
 
     Muon orthogonalizes whole matrices, which `torch.optim.Muon` cannot do on FSDP shards: a model whose
     weights are DTensors is refused (train it with DDP, or with `optimizer=adamw`)."""
@@ -127,8 +202,9 @@ def build_muon(
             "build_muon: the decoder's weight matrices are sharded (FSDP); Muon orthogonalizes whole matrices, "
             "which torch.optim.Muon does not do across shards. Use strategy=ddp, or optimizer=adamw."
         )
-    muon = torch.optim.Muon(
+    muon = Muon(
         hidden,
+        ns_dtype=newton_schulz_dtype(ns_dtype, hidden[0].device if hidden else torch.device("cpu")),
         lr=muon_lr,
         weight_decay=weight_decay,
         momentum=momentum,
