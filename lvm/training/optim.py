@@ -145,7 +145,23 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
+        self._routing = False  # torch's __init__ adds the halves' groups through add_param_group: keep them as they are
         super().__init__([*muon.param_groups, *adamw.param_groups], {})
+        self._routing = True
+
+    def add_param_group(self, param_group: dict) -> None:
+        """A new group goes to AdamW (any shape), or to Muon with `"muon": True` (2-D matrices only), e.g. the
+        layers a finetuning callback unfreezes (Lightning's BaseFinetuning adds them here)."""
+        if not self._routing:
+            return super().add_param_group(param_group)
+        group = dict(param_group)
+        params = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
+        known = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in known for p in params):
+            raise ValueError("MuonWithAdamW.add_param_group: a parameter is already in a parameter group")
+        group["params"] = params
+        (self.muon if group.pop("muon", False) else self.adamw).add_param_group(group)
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = None

@@ -235,6 +235,29 @@ def test_muon_state_round_trips_and_a_scheduler_drives_both_halves():
     assert lrs[4][1] == pytest.approx(warmup_cosine_lr(4, 1e-3, 1e-5, 2, 6))
 
 
+def test_a_group_added_later_reaches_the_half_that_steps_it():
+    """What a finetuning callback does (Lightning's BaseFinetuning.unfreeze_and_add_param_group): the new
+    parameters must move, by AdamW by default and by Muon when the group asks for it."""
+    torch.manual_seed(0)
+    model = LLaMA(TINY)
+    optimizer = build_muon(model, lr=1e-3, muon_lr=0.02)
+    extra_vector, extra_matrix = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8, 8))
+    optimizer.add_param_group({"params": [extra_vector], "lr": 1e-2})
+    optimizer.add_param_group({"params": [extra_matrix], "muon": True})
+    assert [len(g["params"]) for g in optimizer.param_groups] == [14, 1, 8, 1]  # Muon's groups, then AdamW's
+    assert optimizer.param_groups[1]["lr"] == 0.02 and optimizer.param_groups[3]["lr"] == 1e-2
+    before = extra_vector.detach().clone(), extra_matrix.detach().clone()
+    extra_vector.grad, extra_matrix.grad = torch.ones(8), torch.randn(8, 8)
+    optimizer.step()
+    # AdamW's first step moves every coordinate by lr (its update is sign-like), plus the decay
+    assert torch.allclose(before[0] - extra_vector.detach(), 1e-2 + 1e-2 * 0.1 * before[0], atol=1e-6)
+    # Muon's is an orthogonalized matrix: all its singular values near 1 (lr 0.02, square: no lr adjustment)
+    step = (before[1] * (1 - 0.02 * 0.1) - extra_matrix.detach()) / 0.02
+    assert torch.linalg.svdvals(step).min() > 0.5 and torch.linalg.svdvals(step).max() < 1.5
+    with pytest.raises(ValueError, match="already in a parameter group"):
+        optimizer.add_param_group({"params": [extra_vector], "muon": True})  # in AdamW's half already
+
+
 def test_muon_refuses_fsdp_shards():
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
