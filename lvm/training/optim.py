@@ -67,7 +67,7 @@ def build_adamw(
 def newton_schulz_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype Muon orthogonalizes in: "bfloat16", "float32", or "auto" — bfloat16 (torch's choice) on
     accelerators and on CPUs with bf16 matmul units, float32 on other CPUs. There torch's bf16 matmuls are
-    emulated: the demo's 28 Newton–Schulz products took 333 ms per step in bf16 and 28 ms in fp32 on an AMD EPYC
+    emulated: a step on the demo's 28 matrices took 340 ms in bf16 and 27 ms in fp32 on an AMD EPYC
     (AVX2) host, which made its LVM stage 4 times slower (README, "Muon")."""
     choices = {"bfloat16": torch.bfloat16, "float32": torch.float32}
     if name == "auto":
@@ -92,6 +92,17 @@ def orthogonalize(
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.T if tall else x
+
+
+def muon_step_size(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """The lr a matrix of `shape` steps by: Keller Jordan's √max(1, rows/cols)·lr ("original", torch's default)
+    or Moonshot's 0.2·√max(rows, cols)·lr ("match_rms_adamw"), as `torch.optim.Muon` scales it."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn in (None, "original"):
+        return lr * math.sqrt(max(1.0, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr
 
 
 class Muon(torch.optim.Muon):
@@ -126,22 +137,12 @@ class Muon(torch.optim.Muon):
         return loss
 
 
-def muon_step_size(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
-    """The lr a matrix of `shape` steps by: Keller Jordan's √max(1, rows/cols)·lr ("original", torch's default)
-    or Moonshot's 0.2·√max(rows, cols)·lr ("match_rms_adamw"), as `torch.optim.Muon` scales it."""
-    rows, cols = shape[:2]
-    if adjust_lr_fn in (None, "original"):
-        return lr * math.sqrt(max(1.0, rows / cols))
-    if adjust_lr_fn == "match_rms_adamw":
-        return lr * 0.2 * math.sqrt(max(rows, cols))
-    return lr
-
-
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon on some parameters and AdamW on the others, as one optimizer: Lightning's automatic optimization
-    and the lr schedulers take one. Both halves are torch's own (`torch.optim.Muon`, `torch.optim.AdamW`);
-    this class only routes. Its `param_groups` are the halves' own group dicts, so a scheduler that sets a
-    group's lr here sets it where the step reads it; `state_dict` holds both halves' states."""
+    and the lr schedulers take one. Both halves are torch's (`torch.optim.AdamW`, and `torch.optim.Muon` through
+    `Muon`, which only picks the dtype of its Newton–Schulz steps); this class only routes. Its `param_groups` are
+    the halves' own group dicts, so a scheduler that sets a group's lr here sets it where the step reads it;
+    `state_dict` holds both halves' states."""
 
     def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
