@@ -156,11 +156,12 @@ class MuonWithAdamW(torch.optim.Optimizer):
         if not self._routing:
             return super().add_param_group(param_group)
         group = dict(param_group)
-        params = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
+        if not isinstance(group["params"], set):  # a set is torch's to refuse (its order is not defined)
+            params = group["params"]
+            group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
         known = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in known for p in params):
+        if any(id(p) in known for p in group["params"]):
             raise ValueError("MuonWithAdamW.add_param_group: a parameter is already in a parameter group")
-        group["params"] = params
         (self.muon if group.pop("muon", False) else self.adamw).add_param_group(group)
         self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
 

@@ -256,6 +256,8 @@ def test_a_group_added_later_reaches_the_half_that_steps_it():
     assert torch.linalg.svdvals(step).min() > 0.5 and torch.linalg.svdvals(step).max() < 1.5
     with pytest.raises(ValueError, match="already in a parameter group"):
         optimizer.add_param_group({"params": [extra_vector], "muon": True})  # in AdamW's half already
+    with pytest.raises(TypeError, match="ordered collections"):  # torch's own check still runs
+        optimizer.add_param_group({"params": {nn.Parameter(torch.randn(2))}})
 
 
 def test_muon_refuses_fsdp_shards():
