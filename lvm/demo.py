@@ -45,6 +45,7 @@ from lvm.media.skips import SkipCounter
 from lvm.model.config import RESERVED_IDS
 from lvm.tokenizer.checkpoint import load_vqgan, save_vqgan
 from lvm.tokenizer.codec import encode_images
+from lvm.tokenizer.gray_flag import add_gray_flag
 from lvm.tokenizer.training.code_persistence import code_persistence
 from lvm.tokenizer.training.code_usage import CodeUsage
 from lvm.tokenizer.training.fit import fit_tokenizer, tokenizer_round_trip
@@ -95,7 +96,8 @@ def demo_tokenizer(
     back from that folder (what users load) and measured on the held-out images: `tokenizer_psnr` (video
     frames), `tokenizer_psnr_photos` (photo crops), `tokenizer_codebook_usage` (all held-out images),
     `tokenizer_code_persistence` (the share of unchanged patches of the held-out clips that keep their code from
-    one frame to the next)."""
+    one frame to the next). With `gray_flag` the folder's VQGAN gets gray twins of its codes
+    (lvm.tokenizer.gray_flag), so gray images tokenize to codes of their own and decode without tint."""
     folder = run_dir / "tokenizer"
     training = OmegaConf.to_container(cfg.tokenizer_training, resolve=True)
     if training.pop("enabled"):
@@ -111,6 +113,10 @@ def demo_tokenizer(
     else:
         shutil.copytree(shipped_tokenizer_source(cfg), folder, dirs_exist_ok=True)
     vqgan = load_vqgan(folder)
+    if cfg.gray_flag and not vqgan.config.gray_flag:
+        vqgan = add_gray_flag(vqgan)
+        save_vqgan(vqgan, folder, dtype=parse_dtype(cfg.tokenizer_save_dtype, "tokenizer_save_dtype"))
+        vqgan = load_vqgan(folder)
     return vqgan, heldout_tokenizer_metrics(vqgan, sentences["val"])
 
 

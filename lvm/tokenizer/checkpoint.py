@@ -35,8 +35,9 @@ WEIGHTS_NAMES = (
     "pytorch_model.safetensors",
     BIN_WEIGHTS_NAME,
 )
-# Older open-muse configs predate this switch; absent means the mid attention exists, as before it.
-OPTIONAL_FIELDS = {"no_attn_mid_block": False}
+# Older open-muse configs predate `no_attn_mid_block` (absent: the mid attention exists, as before it);
+# `gray_flag` is ours, absent in every open-muse config.
+OPTIONAL_FIELDS = {"no_attn_mid_block": False, "gray_flag": False}
 
 
 def read_config(path: str | Path) -> VQGANConfig:
@@ -132,7 +133,10 @@ def save_vqgan(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: exists and is not a folder (save_vqgan writes a folder)")
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"_class_name": CLASS_NAME, "_version": FORMAT_VERSION, **model.config.to_dict()}
+    fields = model.config.to_dict()
+    if not fields["gray_flag"]:  # ours: written only when set, so a plain tokenizer's config.json is open-muse's
+        del fields["gray_flag"]
+    config = {"_class_name": CLASS_NAME, "_version": FORMAT_VERSION, **fields}
     # Contiguous CPU copies: safetensors refuses views, and the file must not depend on the device.
     state = {
         k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()

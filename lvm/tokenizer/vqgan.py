@@ -40,6 +40,9 @@ class VQGANConfig:
     dropout: float = 0.0
     resample_with_conv: bool = True
     commitment_cost: float = 0.25
+    # Our extension (open-muse has no such field and ignores it): the last latent channel is a gray
+    # flag, see `VQGANModel` and `lvm.tokenizer.gray_flag`.
+    gray_flag: bool = False
 
     def __post_init__(self) -> None:
         # Hydra hands over ListConfig and json hands over lists: normalise to plain tuples of ints
@@ -61,6 +64,7 @@ class VQGANConfig:
             setattr(self, name, int(value))
         self.no_attn_mid_block = bool(self.no_attn_mid_block)
         self.resample_with_conv = bool(self.resample_with_conv)
+        self.gray_flag = bool(self.gray_flag)
         self.dropout = float(self.dropout)
         self.commitment_cost = float(self.commitment_cost)
         if not self.channel_mult or any(m < 1 for m in self.channel_mult):
@@ -75,6 +79,12 @@ class VQGANConfig:
                     f"of {GROUPNORM_GROUPS} (GroupNorm groups); got hidden_channels={self.hidden_channels}, "
                     f"channel_mult={list(self.channel_mult)}"
                 )
+        if self.gray_flag and (self.num_embeddings % 2 or self.quantized_embed_dim < 2):
+            raise ValueError(
+                "VQGANConfig.gray_flag needs an even num_embeddings (colour codes, then their gray twins) "
+                f"and quantized_embed_dim >= 2 (the last channel is the flag); got num_embeddings="
+                f"{self.num_embeddings}, quantized_embed_dim={self.quantized_embed_dim}"
+            )
         if self.resolution % self.downsample_factor:
             raise ValueError(
                 f"VQGANConfig.resolution={self.resolution} is not divisible by the downsampling "
@@ -370,12 +380,39 @@ class VectorQuantizer(nn.Module):
         return z_q, codes, loss
 
 
+# The gray flag (VQGANConfig.gray_flag). A small tokenizer cannot tell a gray photo from a dull
+# colour one by its codes, so its decoder tints gray images; the flag gives each token one exact bit
+# instead: codes K/2 + i are the gray twins of colour codes i (same vector, flag +1 instead of -1).
+GRAY_FLAG = 1.0
+# A pixel is gray when its channels agree to the 8-bit level, as in an RGB file of a gray image.
+GRAY_TOLERANCE = 0.5 / 255
+# ITU-R BT.601 luma, the weights of PIL's `convert("L")` and of the demo's gray annotations.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def gray_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, 3, R, R) in [0, 1] → (B, 1, R/patch, R/patch) bool: every pixel of the patch is gray."""
+    chroma = images.amax(dim=1, keepdim=True) - images.amin(dim=1, keepdim=True)
+    return F.max_pool2d(chroma.float(), patch) < GRAY_TOLERANCE
+
+
+def to_luma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) → the same shape, gray: the BT.601 luma in all three channels."""
+    weights = images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True).expand_as(images)
+
+
 class VQGANModel(nn.Module):
     """The open-muse VQGAN: encoder → quant_conv → quantize → post_quant_conv → decoder.
 
     Inputs are [0, 1] RGB (B, 3, R, R). `forward(x)` returns (x̂, z_q, codes);
     `forward(x, return_loss=True)` returns (x̂, z_q, codes, quantizer_loss) with the
     straight-through estimator, which is what training uses. Outputs are not clamped.
+
+    With `config.gray_flag` the last latent channel is not learned: the encoder sets it to +1 on
+    tokens whose f×f patch is gray and -1 elsewhere, so nearest-code search picks a gray twin
+    (codes K/2 …) exactly for gray patches, and the decoder paints gray-flagged tokens' pixels with
+    their luma. Colour images get the same codes as without the flag.
     """
 
     def __init__(self, config: VQGANConfig) -> None:
@@ -386,10 +423,19 @@ class VQGANModel(nn.Module):
         self.quantize = VectorQuantizer(config.num_embeddings, config.quantized_embed_dim, config.commitment_cost)
         self.quant_conv = nn.Conv2d(config.z_channels, config.quantized_embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(config.quantized_embed_dim, config.z_channels, kernel_size=1)
+        if config.gray_flag:
+            with torch.no_grad():
+                flags = self.quantize.embedding.weight[:, -1]
+                flags[: config.num_embeddings // 2] = -GRAY_FLAG
+                flags[config.num_embeddings // 2 :] = GRAY_FLAG
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) → un-quantised latents (B, quantized_embed_dim, R/f, R/f)."""
-        return self.quant_conv(self.encoder(x))
+        latents = self.quant_conv(self.encoder(x))
+        if not self.config.gray_flag:
+            return latents
+        gray = gray_patches(x, self.config.downsample_factor).to(latents.dtype)
+        return torch.cat([latents[:, :-1], (2 * gray - 1) * GRAY_FLAG], dim=1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, R, R) → (z_q (B, D, R/f, R/f), codes (B, (R/f)**2))."""
@@ -402,7 +448,12 @@ class VQGANModel(nn.Module):
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Quantised latents (B, D, h, w) → images (B, 3, h*f, w*f), not clamped."""
-        return self.decoder(self.post_quant_conv(z_q))
+        images = self.decoder(self.post_quant_conv(z_q))
+        if not self.config.gray_flag:
+            return images
+        f = self.config.downsample_factor
+        gray = (z_q[:, -1:] > 0).repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
+        return torch.where(gray, to_luma(images), images)
 
     def decode_code(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, n), n a perfect square → images (B, 3, √n*f, √n*f), not clamped."""
