@@ -85,11 +85,14 @@ def test_demo_runs_every_stage(demo_run):
     assert list(summary["seconds"]) == stages and list(summary["peak_rss_mb"]) == stages
     peaks = list(summary["peak_rss_mb"].values())
     assert peaks == sorted(peaks) and peaks[0] > 100
-    # the tokenizer trained here is in the open-muse layout, the LVM left checkpoints and TensorBoard logs
-    assert json.loads((run_dir / "tokenizer" / "config.json").read_text())["num_embeddings"] == 256
+    # the tokenizer trained here is in the open-muse layout with the gray flag (its 256 codes and their gray
+    # twins), so the gray truths' round trip is exactly gray; the LVM left checkpoints and TensorBoard logs
+    tokenizer_config = json.loads((run_dir / "tokenizer" / "config.json").read_text())
+    assert tokenizer_config["gray_flag"] and tokenizer_config["num_embeddings"] == 2 * 256
+    assert summary["gray_saturation_ceiling"] == 0.0
     checkpoint = torch.load(run_dir / "lvm" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    # the LVM's vocabulary follows the tokenizer: its 256 codes + the 100 reserved ids
-    assert checkpoint["state_dict"]["model.embed_tokens.weight"].shape[0] == 256 + 100
+    # the LVM's vocabulary follows the tokenizer: its 512 codes + the 100 reserved ids
+    assert checkpoint["state_dict"]["model.embed_tokens.weight"].shape[0] == 512 + 100
     for kind in ("video", "paired", "sequence"):
         manifest = json.loads((run_dir / "shards" / "val" / kind / "manifest.json").read_text())
         assert manifest["tokens"] == manifest["samples"] * 8 * 16
