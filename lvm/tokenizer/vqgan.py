@@ -386,7 +386,8 @@ class VectorQuantizer(nn.Module):
 GRAY_FLAG = 1.0
 # A pixel is gray when its channels agree to the 8-bit level, as in an RGB file of a gray image.
 GRAY_TOLERANCE = 0.5 / 255
-# ITU-R BT.601 luma, the weights of PIL's `convert("L")` and of the demo's gray annotations.
+# ITU-R BT.601 luma as PIL's `convert("L")` weighs it (the demo's gray annotations use the original's
+# rounding, 0.2989 / 0.5870 / 0.1140 in data_pipelines/colorization.py: the same gray to within 0.03 levels).
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
